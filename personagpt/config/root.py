@@ -1,0 +1,23 @@
+"""The whole run's config: one section per stage. Stage sections live in their own modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, PrivateAttr
+
+from personagpt.config.base import Section
+from personagpt.config.data import DataConfig
+from personagpt.config.model import ModelConfig
+
+
+class Config(Section):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run name: runs/NAME")
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+
+    _source: str | None = PrivateAttr(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

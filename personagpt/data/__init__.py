@@ -1,0 +1,1 @@
+"""Conversation logs -> chat samples: sources, sessions, persona selection, splits, the dataset artifact."""

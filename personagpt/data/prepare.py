@@ -1,0 +1,160 @@
+"""``personagpt data prepare``: conversation logs -> the dataset artifact.
+
+Artifact layout: ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` (one chat sample per line:
+``{"id", "conversation_id", "session", "messages"}``), ``tokenizer/`` (the tokenizer and chat template every
+later stage uses) and ``manifest.json`` (source, persona, counts, token statistics, content hash, config).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from personagpt.artifacts import new_manifest, staging_dir, write_manifest
+from personagpt.config import Config
+from personagpt.data.readers import read_source
+from personagpt.data.samples import Candidate, candidates, choose_persona, sample_key, split_of
+from personagpt.errors import DataError
+from personagpt.template import IGNORE_INDEX, encode_sample
+
+SPLITS = ("train", "val", "test")
+
+
+def load_tokenizer_for(cfg: Config, train_texts):
+    """The model's own tokenizer (pretrained / smollm2) or a BPE trained on the train split (scratch)."""
+    from personagpt.tokenizer import load_tokenizer, train_bpe
+
+    if cfg.model.source == "scratch":
+        return train_bpe(train_texts, cfg.model.vocab_size), "bpe-trained-on-train-split"
+    if cfg.model.source == "smollm2":
+        from personagpt.paths import smollm2_dir
+        from personagpt.smollm2 import convert
+
+        return load_tokenizer(convert(smollm2_dir())), "smollm2"
+    path = Path(cfg.model.path)
+    if not (path / "tokenizer_config.json").is_file() and not (path / "tokenizer.json").is_file():
+        raise DataError(f"model.path: {path}: no tokenizer found")
+    return load_tokenizer(path), str(path)
+
+
+def _assign_splits(conv_ids: list[str], d) -> dict[str, str]:
+    splits = {cid: split_of(cid, d.split_seed, d.val_fraction, d.test_fraction) for cid in conv_ids}
+    # Tiny inputs can leave a requested split empty: move train conversations over, deterministically.
+    for name, frac in (("val", d.val_fraction), ("test", d.test_fraction)):
+        if frac > 0 and name not in splits.values():
+            train = sorted(c for c, s in splits.items() if s == "train")
+            if len(train) > 1:
+                splits[train[0]] = name
+    return splits
+
+
+def _fit(tok, cand: Candidate, max_length: int, label_turns: str) -> tuple[list[dict], int, int] | None:
+    """Drop the oldest context turns until the sample fits ``max_length`` tokens (system prompt kept)."""
+    n = len(cand.context)
+    while n >= 1:
+        msgs = cand.messages(n)
+        if not any(m["role"] == "user" for m in msgs):
+            return None
+        enc = encode_sample(tok, msgs, label_turns)
+        if len(enc["input_ids"]) <= max_length:
+            n_lab = sum(1 for x in enc["labels"] if x != IGNORE_INDEX)
+            return (msgs, len(enc["input_ids"]), n_lab) if n_lab else None
+        n -= 1
+    return None
+
+
+def _length_stats(lengths: list[int]) -> dict[str, Any]:
+    if not lengths:
+        return {"mean": 0, "p50": 0, "p95": 0, "max": 0}
+    s = sorted(lengths)
+    return {"mean": round(statistics.fmean(s), 1), "p50": s[len(s) // 2], "p95": s[min(len(s) - 1, int(len(s) * 0.95))],
+            "max": s[-1]}
+
+
+def prepare(cfg: Config, out: str | Path, progress: bool = True) -> dict[str, Any]:
+    d = cfg.data
+    t0 = time.time()
+    source = read_source(d.format, d.path)
+    persona = choose_persona(source, d.persona)
+    convs = [c for c in source.conversations if any(t.speaker == persona for t in c.turns)]
+    if d.max_conversations is not None:
+        convs = convs[: d.max_conversations]
+    # Without conversation ids (CSV without the column), every session is its own conversation for the split.
+    if source.stats.get("per_session_conversations"):
+        from personagpt.data.samples import split_sessions
+        from personagpt.data.types import Conversation
+
+        sessions = split_sessions(convs[0].turns, d.session_gap_seconds, False) if convs else []
+        convs = [Conversation(id=f"session{i}", turns=s, system=None) for i, s in enumerate(sessions)]
+    split_by_conv = _assign_splits([c.id for c in convs], d)
+
+    cands: dict[str, list[Candidate]] = {s: [] for s in SPLITS}
+    n_sessions = collections.Counter()
+    for conv in tqdm(convs, desc="sessions", disable=not progress, unit="conv"):
+        split = split_by_conv[conv.id]
+        cs = candidates(conv, persona, d.session_gap_seconds, d.merge_consecutive, d.max_context_turns,
+                        d.system_prompt, d.min_answer_chars)
+        cands[split].extend(cs)
+        n_sessions[split] += len({c.session for c in cs})
+
+    train_texts = (t.text for conv in convs if split_by_conv[conv.id] == "train" for t in conv.turns)
+    tok, tok_source = load_tokenizer_for(cfg, train_texts)
+
+    seen: set[str] = set()
+    samples: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    stats: dict[str, dict] = {}
+    dropped_long = duplicates = 0
+    for split in SPLITS:
+        lengths, n_label = [], 0
+        for c in tqdm(cands[split], desc=f"tokenize {split}", disable=not progress, unit="sample"):
+            fitted = _fit(tok, c, d.max_length, d.label_turns)
+            if fitted is None:
+                dropped_long += 1
+                continue
+            msgs, n_tok, n_lab = fitted
+            key = sample_key(msgs)
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            samples[split].append({"id": f"{c.conversation_id}:{c.session}:{c.turn}", "conversation_id":
+                                   c.conversation_id, "session": c.session, "messages": msgs})
+            lengths.append(n_tok)
+            n_label += n_lab
+        stats[split] = {"conversations": sum(1 for c in convs if split_by_conv[c.id] == split),
+                        "sessions": n_sessions[split], "samples": len(samples[split]),
+                        "tokens": sum(lengths), "assistant_tokens": n_label, "length": _length_stats(lengths)}
+    if not samples["train"]:
+        raise DataError(f"{source.name}: no training samples left after filtering (persona {persona!r}, "
+                        f"{len(convs)} conversations, {dropped_long} samples too long or without a reply)")
+
+    with staging_dir(out) as tmp:
+        for split in SPLITS:
+            with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as f:
+                for s in samples[split]:
+                    f.write(json.dumps(s, ensure_ascii=False) + "\n")
+        tok.save_pretrained(tmp / "tokenizer")
+        manifest = new_manifest(
+            "dataset", "data-prepare", config={"data": d.model_dump(mode="json"), "model": cfg.model.model_dump(mode="json")},
+            source=source.name, persona=persona,
+            tokenizer={"source": tok_source, "vocab_size": len(tok), "chat_template": tok.chat_template},
+            counts={"conversations_with_persona": len(convs), "dropped_too_long_or_empty": dropped_long,
+                    "duplicates_removed": duplicates, **source.stats},
+            splits=stats, metrics={"prepare_seconds": round(time.time() - t0, 1)})
+        manifest = write_manifest(tmp, manifest)
+    return manifest
+
+
+def read_split(dataset_dir: str | Path, split: str) -> list[dict]:
+    """Samples of one split of a dataset artifact."""
+    path = Path(dataset_dir) / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataError(f"{dataset_dir}: dataset artifact has no {split}.jsonl")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
