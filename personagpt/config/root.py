@@ -9,6 +9,7 @@ from pydantic import Field, PrivateAttr
 from personagpt.config.base import Section
 from personagpt.config.data import DataConfig
 from personagpt.config.model import ModelConfig
+from personagpt.config.serve import ServeConfig
 
 
 class Config(Section):
@@ -16,6 +17,7 @@ class Config(Section):
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     _source: str | None = PrivateAttr(default=None)
 
