@@ -8,6 +8,7 @@ from pydantic import Field, PrivateAttr
 
 from personagpt.config.base import Section
 from personagpt.config.data import DataConfig
+from personagpt.config.loadtest import LoadtestConfig
 from personagpt.config.model import ModelConfig
 from personagpt.config.serve import ServeConfig
 
@@ -18,6 +19,7 @@ class Config(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    loadtest: LoadtestConfig = Field(default_factory=LoadtestConfig)
 
     _source: str | None = PrivateAttr(default=None)
 
