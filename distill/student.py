@@ -1,0 +1,90 @@
+"""The student: the teacher pruned in depth (which layers to keep) and/or width (hidden, intermediate, heads),
+initialised from the teacher's weights wherever shapes allow, or the same shape from scratch."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import torch
+
+from personagpt.errors import ConfigError
+
+_LAYER = re.compile(r"^(model\.layers\.)(\d+)(\..*)$")
+
+
+def evenly_spaced(n_teacher: int, n_student: int) -> list[int]:
+    """``n_student`` teacher layer indices spread evenly, first and last always kept."""
+    if n_student == 1:
+        return [n_teacher - 1]
+    return sorted({round(i * (n_teacher - 1) / (n_student - 1)) for i in range(n_student)})
+
+
+def student_layers(scfg, n_teacher: int) -> list[int]:
+    """Validated list of teacher layers to keep (errors name ``distill.student.*``)."""
+    if scfg.keep_layers is not None:
+        bad = [i for i in scfg.keep_layers if not 0 <= i < n_teacher]
+        if bad:
+            raise ConfigError(f"distill.student.keep_layers: {bad} out of range (the teacher has layers 0..{n_teacher - 1})")
+        if len(set(scfg.keep_layers)) != len(scfg.keep_layers):
+            raise ConfigError("distill.student.keep_layers: duplicate layer indices")
+        return list(scfg.keep_layers)
+    n = scfg.num_hidden_layers or max(1, n_teacher // 2)
+    if n > n_teacher:
+        raise ConfigError(f"distill.student.num_hidden_layers: {n} > the teacher's {n_teacher} layers")
+    return evenly_spaced(n_teacher, n)
+
+
+def student_config(teacher_config, scfg, layers: list[int]):
+    cfg = copy.deepcopy(teacher_config)
+    t_heads = teacher_config.num_attention_heads
+    head_dim = getattr(teacher_config, "head_dim", None) or teacher_config.hidden_size // t_heads
+    cfg.num_hidden_layers = len(layers)
+    for key in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads"):
+        value = getattr(scfg, key)
+        if value is not None:
+            if value > getattr(teacher_config, key):
+                raise ConfigError(f"distill.student.{key}: {value} is larger than the teacher's "
+                                  f"{getattr(teacher_config, key)} (a student is pruned, not grown)")
+            setattr(cfg, key, value)
+    if cfg.num_attention_heads % cfg.num_key_value_heads:
+        raise ConfigError(f"distill.student.num_attention_heads ({cfg.num_attention_heads}) must be divisible by "
+                          f"num_key_value_heads ({cfg.num_key_value_heads})")
+    cfg.head_dim = head_dim  # keep the teacher's head size so pruned heads map onto whole teacher heads
+    if hasattr(cfg, "layer_types") and cfg.layer_types is not None:
+        cfg.layer_types = [teacher_config.layer_types[i] for i in layers]
+    return cfg
+
+
+def build_student(teacher: torch.nn.Module, scfg, seed: int = 0) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the student model; returns it and facts for the manifest (layers kept, how weights were set)."""
+    from transformers import AutoModelForCausalLM
+
+    layers = student_layers(scfg, teacher.config.num_hidden_layers)
+    cfg = student_config(teacher.config, scfg, layers)
+    torch.manual_seed(seed)
+    student = AutoModelForCausalLM.from_config(cfg, dtype=next(teacher.parameters()).dtype)
+    info = {"keep_layers": layers, "init": scfg.init, "copied": 0, "sliced": 0, "random": 0}
+    if scfg.init == "teacher":
+        t_state = teacher.state_dict()
+        new_state = {}
+        for name, param in student.state_dict().items():
+            m = _LAYER.match(name)
+            src = f"{m.group(1)}{layers[int(m.group(2))]}{m.group(3)}" if m else name
+            t = t_state.get(src)
+            if t is None or t.dim() != param.dim() or any(s > ts for s, ts in zip(param.shape, t.shape)):
+                info["random"] += 1
+                continue
+            if tuple(t.shape) == tuple(param.shape):
+                new_state[name] = t.clone()
+                info["copied"] += 1
+            else:  # width pruning: the leading slice of every dimension
+                new_state[name] = t[tuple(slice(0, s) for s in param.shape)].clone()
+                info["sliced"] += 1
+        student.load_state_dict(new_state, strict=False)
+        if cfg.tie_word_embeddings:
+            student.tie_weights()
+    else:
+        info["random"] = len(student.state_dict())
+    return student, info
