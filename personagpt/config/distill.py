@@ -1,0 +1,56 @@
+"""``distill:`` — knowledge distillation into a smaller student (``deepspeed distill/run.py``).
+
+The optimisation keys (ZeRO stage, offload, batch sizes, schedule, eval/checkpoint cadence, LoRA...) are the
+``train:`` section's — distillation runs on the same engine — plus the teacher, the student's shape and the loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from personagpt.config.base import Section
+from personagpt.config.train import TrainConfig
+
+
+class StudentConfig(Section):
+    keep_layers: list[int] | None = Field(
+        None, description="teacher layer indices the student keeps (depth pruning); default evenly spaced")
+    num_hidden_layers: int | None = Field(None, ge=1, description="student depth when keep_layers is not given "
+                                                                   "(default: half the teacher's)")
+    hidden_size: int | None = Field(None, ge=8, description="width pruning (default: the teacher's)")
+    intermediate_size: int | None = Field(None, ge=8)
+    num_attention_heads: int | None = Field(None, ge=1)
+    num_key_value_heads: int | None = Field(None, ge=1)
+    init: Literal["teacher", "scratch"] = Field(
+        "teacher", description="teacher: copy (and slice) the teacher's weights; scratch: random init, same shape")
+    path: Path | None = Field(None, description="a ready student model folder instead of pruning the teacher "
+                                                 "(its vocabulary must equal the teacher's)")
+
+
+class DistillConfig(TrainConfig):
+    teacher: Path | None = Field(None, description="teacher model artifact; default runs/NAME/teacher")
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    loss: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl"] = Field(
+        "forward_kl", description="divergence between teacher and student next-token distributions")
+    temperature: float = Field(2.0, gt=0, description="softmax temperature; the KD term is scaled by T²")
+    alpha: float = Field(0.5, ge=0, le=1, description="loss = alpha·KD + (1 - alpha)·cross-entropy")
+    beta: float = Field(0.5, ge=0, le=1, description="generalized JSD interpolation (0: forward KL, 1: reverse KL)")
+    skew: float = Field(0.1, ge=0, lt=1, description="skew KL mixing weight")
+    hidden_weight: float = Field(0.0, ge=0, description="weight of the hidden-state loss (0: off)")
+    hidden_loss: Literal["cosine", "mse"] = "cosine"
+    on_policy_fraction: float = Field(
+        0.0, ge=0, le=1, description="λ: share of batches where the student samples the replies and the teacher "
+                                     "scores them (GKD)")
+    on_policy_max_new_tokens: int = Field(32, ge=1)
+    on_policy_temperature: float = Field(1.0, gt=0)
+    teacher_zero3: bool = Field(False, description="partition the frozen teacher with ZeRO-3 across ranks")
+
+    @model_validator(mode="after")
+    def _check_student(self):
+        if self.student.keep_layers is not None and self.student.num_hidden_layers is not None \
+                and len(self.student.keep_layers) != self.student.num_hidden_layers:
+            raise ValueError("distill.student.keep_layers and distill.student.num_hidden_layers disagree")
+        return self

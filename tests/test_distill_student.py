@@ -1,0 +1,63 @@
+"""Student construction: depth/width pruning initialised from the teacher; errors name distill.student.*."""
+
+import pytest
+import torch
+
+from distill.student import build_student, evenly_spaced
+from personagpt.config.distill import StudentConfig
+from personagpt.errors import ConfigError
+from personagpt.models import load_model
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_model_artifact):
+    return load_model(tiny_model_artifact)[0]
+
+
+def test_evenly_spaced():
+    assert evenly_spaced(30, 10) == [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]
+    assert evenly_spaced(4, 2) == [0, 3] and evenly_spaced(4, 1) == [3] and evenly_spaced(4, 4) == [0, 1, 2, 3]
+
+
+def test_depth_pruning_copies_the_kept_layers(teacher):
+    student, info = build_student(teacher, StudentConfig(keep_layers=[1, 3]))
+    assert student.config.num_hidden_layers == 2 and info["keep_layers"] == [1, 3]
+    assert info["random"] == 0 and info["sliced"] == 0
+    t, s = teacher.state_dict(), student.state_dict()
+    assert torch.equal(s["model.layers.0.self_attn.q_proj.weight"], t["model.layers.1.self_attn.q_proj.weight"])
+    assert torch.equal(s["model.layers.1.mlp.down_proj.weight"], t["model.layers.3.mlp.down_proj.weight"])
+    assert torch.equal(s["model.embed_tokens.weight"], t["model.embed_tokens.weight"])
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters())
+    ids = torch.tensor([[1, 5, 9, 12]])
+    assert student(input_ids=ids).logits.shape == teacher(input_ids=ids).logits.shape
+
+
+def test_width_pruning_slices_and_keeps_head_size(teacher):
+    cfg = StudentConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=96, num_attention_heads=2,
+                        num_key_value_heads=1)
+    student, info = build_student(teacher, cfg)
+    head_dim = teacher.config.hidden_size // teacher.config.num_attention_heads
+    assert student.config.head_dim == head_dim and student.config.hidden_size == 32
+    assert info["sliced"] > 0 and info["random"] == 0
+    t = teacher.state_dict()["model.layers.3.mlp.up_proj.weight"]
+    assert torch.equal(student.state_dict()["model.layers.1.mlp.up_proj.weight"], t[:96, :32])
+    assert student(input_ids=torch.tensor([[1, 2, 3]])).logits.shape[-1] == teacher.config.vocab_size
+
+
+def test_scratch_init_differs_from_teacher(teacher):
+    student, info = build_student(teacher, StudentConfig(keep_layers=[0, 3], init="scratch"))
+    assert info["copied"] == 0
+    assert not torch.equal(student.state_dict()["model.layers.0.self_attn.q_proj.weight"],
+                           teacher.state_dict()["model.layers.0.self_attn.q_proj.weight"])
+
+
+@pytest.mark.parametrize("cfg, match", [
+    (StudentConfig(keep_layers=[0, 7]), r"distill.student.keep_layers: \[7\] out of range"),
+    (StudentConfig(keep_layers=[1, 1]), "duplicate"),
+    (StudentConfig(num_hidden_layers=9), "distill.student.num_hidden_layers"),
+    (StudentConfig(hidden_size=128), "distill.student.hidden_size: 128 is larger"),
+    (StudentConfig(num_attention_heads=3, num_key_value_heads=2), "divisible"),
+])
+def test_bad_student_shapes(teacher, cfg, match):
+    with pytest.raises(ConfigError, match=match):
+        build_student(teacher, cfg)
