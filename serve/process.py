@@ -1,0 +1,102 @@
+"""Start a server in its own process group; stop the whole group gracefully (SIGTERM, then SIGKILL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def start(argv: list[str], env: dict[str, str], log_file: Path | None, cwd: str | Path | None = None
+          ) -> subprocess.Popen:
+    """Start ``argv`` as the leader of a new session/process group, output appended to ``log_file``."""
+    full_env = {**os.environ, **env}
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log_file, "ab", buffering=0)
+    else:
+        out = None
+    try:
+        return subprocess.Popen(argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT if out is not None else None, start_new_session=True)
+    finally:
+        if out is not None:
+            out.close()
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, pgid) of a process from /proc, None when it no longer exists."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return fields[0], int(fields[2])
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    if not Path("/proc").is_dir():  # not Linux: ask the kernel whether anything is left in the group
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except (ProcessLookupError, PermissionError):
+            return []
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _stat(int(entry))
+            if st and st[1] == pgid and st[0] not in ("Z", "X"):
+                out.append(int(entry))
+    return out
+
+
+def pid_alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[0] not in ("Z", "X")
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_group(pgid: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> dict:
+    """Gracefully stop the process group led by ``pgid``.
+
+    SIGTERM goes to the leader first (vLLM's API server then shuts its engine and workers down in order), then,
+    after half the timeout, to every process left in the group; SIGKILL to whatever is left at the timeout.
+    Returns {"graceful": bool, "seconds": float, "killed": [pids]}.
+    """
+    t0 = time.monotonic()
+
+    def reap():
+        if proc is not None:
+            proc.poll()
+
+    def wait(until: float) -> bool:
+        while time.monotonic() < until:
+            reap()
+            if not group_members(pgid):
+                return True
+            time.sleep(0.1)
+        reap()
+        return not group_members(pgid)
+
+    try:
+        os.kill(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    if wait(t0 + timeout / 2):
+        return {"graceful": True, "seconds": time.monotonic() - t0, "killed": []}
+    _signal_group(pgid, signal.SIGTERM)
+    if wait(t0 + timeout):
+        return {"graceful": True, "seconds": time.monotonic() - t0, "killed": []}
+    left = group_members(pgid)
+    _signal_group(pgid, signal.SIGKILL)
+    wait(time.monotonic() + 10)
+    return {"graceful": False, "seconds": time.monotonic() - t0, "killed": left}
