@@ -62,6 +62,13 @@ class Launch:
     api_key_env: str
     notes: list[str] = field(default_factory=list)
 
+    def make_dirs(self) -> None:
+        """Create the cache, temp and log folders the server writes to."""
+        for key in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TMPDIR"):
+            Path(self.env[key]).mkdir(parents=True, exist_ok=True)
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
@@ -244,8 +251,6 @@ def check_cpu_support(info: ArtifactInfo) -> None:
 
 def _cache_env(cache: Path) -> dict[str, str]:
     tmp = cache / "tmp"
-    for d in (cache / "vllm", cache / "inductor", tmp):
-        d.mkdir(parents=True, exist_ok=True)
     return {"VLLM_CACHE_ROOT": str(cache / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
             "TMPDIR": str(tmp), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
             "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}

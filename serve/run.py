@@ -118,6 +118,7 @@ def run(args) -> int:
         say(note)
     say(f"starting {launch.engine} ({launch.device}) for {args.artifact} on {launch.url} as model "
         f"{launch.model!r}; log: {launch.log_file or 'stdout'}")
+    launch.make_dirs()
     t0 = time.monotonic()
     proc = process.start(launch.argv, _server_env(launch, api_key), launch.log_file, cwd=ROOT)
     pidfile = _pidfile(cfg, launch.port)
@@ -137,7 +138,7 @@ def run(args) -> int:
             say(f"error: {e}")
             res = process.stop_group(proc.pid, cfg.shutdown_timeout_s, proc)
             pidfile.unlink(missing_ok=True)
-            say(f"server stopped ({res['seconds']:.1f} s)")
+            say(f"server stopped (process group {proc.pid}, {res['seconds']:.1f} s)")
             return 1
         print(ready_record(time.monotonic() - t0), flush=True)
         say(f"ready: {launch.url} (process group {proc.pid}); stop with: python serve/run.py --stop "
