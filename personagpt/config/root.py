@@ -10,6 +10,7 @@ from personagpt.config.base import Section
 from personagpt.config.data import DataConfig
 from personagpt.config.loadtest import LoadtestConfig
 from personagpt.config.model import ModelConfig
+from personagpt.config.quantize import QuantizeConfig
 from personagpt.config.serve import ServeConfig
 
 
@@ -18,6 +19,7 @@ class Config(Section):
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     loadtest: LoadtestConfig = Field(default_factory=LoadtestConfig)
 
