@@ -12,6 +12,7 @@ from personagpt.config.loadtest import LoadtestConfig
 from personagpt.config.model import ModelConfig
 from personagpt.config.quantize import QuantizeConfig
 from personagpt.config.serve import ServeConfig
+from personagpt.config.train import TrainConfig
 
 
 class Config(Section):
@@ -21,6 +22,7 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     loadtest: LoadtestConfig = Field(default_factory=LoadtestConfig)
 
     _source: str | None = PrivateAttr(default=None)
