@@ -1,0 +1,107 @@
+"""The distillation objective the training loop calls each micro-batch: teacher forward (frozen, no gradients),
+student forward, ``alpha·KD + (1-alpha)·CE`` on assistant tokens, optional hidden-state matching, and an optional
+on-policy share λ of micro-batches whose replies the student samples itself (GKD).
+
+The loop expects per-token *sums* over the micro-batch's labelled tokens (it divides by the global batch's count).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+
+from distill.losses import divergence, hidden_loss
+from personagpt.evaluate import token_losses
+from personagpt.template import IGNORE_INDEX
+
+
+class DistillObjective:
+    def __init__(self, dcfg, teacher, keep_layers: list[int], pad_id: int, eos_ids: list[int], seed: int,
+                 synced_gpus: bool = False):
+        self.c, self.teacher, self.keep = dcfg, teacher, keep_layers
+        self.pad_id, self.eos_ids, self.synced_gpus = pad_id, eos_ids, synced_gpus
+        self.rng = random.Random(seed)
+        self.on_policy_batches = 0
+        self.batches = 0
+
+    # --- on-policy (GKD): the student writes the reply, the teacher grades it -----------------------------------
+    @torch.no_grad()
+    def student_rollout(self, model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        ids, labels = batch["input_ids"], batch["labels"]
+        prompts = []
+        for i in range(ids.size(0)):
+            lab = (labels[i] != IGNORE_INDEX).nonzero()
+            start = int(lab[0]) if len(lab) else int(batch["attention_mask"][i].sum())
+            prompts.append(ids[i, :start])
+        width = max(len(p) for p in prompts)
+        left = torch.full((len(prompts), width), self.pad_id, dtype=ids.dtype, device=ids.device)
+        mask = torch.zeros_like(left)
+        for i, p in enumerate(prompts):
+            left[i, width - len(p):] = p
+            mask[i, width - len(p):] = 1
+        module = getattr(model, "module", model)
+        was_training = module.training
+        module.eval()
+        out = module.generate(input_ids=left, attention_mask=mask, do_sample=True,
+                              temperature=self.c.on_policy_temperature, top_k=0, top_p=1.0,
+                              max_new_tokens=self.c.on_policy_max_new_tokens, eos_token_id=self.eos_ids,
+                              pad_token_id=self.pad_id, synced_gpus=self.synced_gpus)
+        if was_training:
+            module.train()
+        gen = out[:, width:]
+        rows, row_labels = [], []
+        for i, p in enumerate(prompts):
+            g = gen[i].tolist()
+            for k, t in enumerate(g):  # keep the reply up to and including its first end-of-turn token
+                if t in self.eos_ids:
+                    g = g[: k + 1]
+                    break
+            g = [t for t in g if t != self.pad_id] or [self.eos_ids[0]]
+            rows.append(p.tolist() + g)
+            row_labels.append([IGNORE_INDEX] * len(p) + g)
+        n = max(len(r) for r in rows)
+        new_ids = torch.full((len(rows), n), self.pad_id, dtype=ids.dtype, device=ids.device)
+        new_labels = torch.full_like(new_ids, IGNORE_INDEX)
+        new_mask = torch.zeros_like(new_ids)
+        for i, (r, lab) in enumerate(zip(rows, row_labels)):
+            new_ids[i, :len(r)] = torch.tensor(r, device=ids.device)
+            new_labels[i, :len(r)] = torch.tensor(lab, device=ids.device)
+            new_mask[i, :len(r)] = 1
+        return {"input_ids": new_ids, "attention_mask": new_mask, "labels": new_labels}
+
+    # --- the loss ------------------------------------------------------------------------------------------------
+    def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        c = self.c
+        self.batches += 1
+        on_policy = c.on_policy_fraction > 0 and self.rng.random() < c.on_policy_fraction
+        if on_policy:
+            batch = self.student_rollout(model, batch)
+            self.on_policy_batches += 1
+        want_hidden = c.hidden_weight > 0
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    output_hidden_states=want_hidden)
+        with torch.no_grad():
+            t_out = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 output_hidden_states=want_hidden)
+        labels = batch["labels"]
+        mask = (labels[:, 1:] != IGNORE_INDEX).float()
+        n_label = mask.sum()
+        kd = divergence(out.logits[:, :-1], t_out.logits[:, :-1], c.loss, c.temperature, c.beta, c.skew)
+        kd_sum = (kd * mask).sum() * c.temperature ** 2
+        ce_sum, _ = token_losses(out.logits, labels)
+        # on-policy replies have no ground truth: only the teacher's judgement counts there
+        alpha = 1.0 if on_policy else c.alpha
+        loss_sum = alpha * kd_sum + (1 - alpha) * ce_sum
+        metrics = {"kd": kd_sum.detach(), "ce": ce_sum.detach()}
+        if want_hidden:
+            h_sum = 0.0
+            for i, t_layer in enumerate(self.keep):
+                s_h = out.hidden_states[i + 1]
+                t_h = t_out.hidden_states[t_layer + 1][..., : s_h.size(-1)]  # width-pruned student: leading dims
+                h_sum = h_sum + hidden_loss(s_h, t_h, batch["attention_mask"], c.hidden_loss)
+            h_sum = h_sum / len(self.keep) * n_label  # a per-token mean, expressed as a sum like the others
+            loss_sum = loss_sum + c.hidden_weight * h_sum
+            metrics["hidden"] = h_sum.detach()
+        return loss_sum, metrics
