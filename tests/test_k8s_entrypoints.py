@@ -13,6 +13,7 @@ for real against real artifacts.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ from fixtures.k8s import (OVERLAYS, ROOT, command_line, container_env, container
 
 # Every entry point the pipeline Jobs call (command[0] after the interpreter); all must be checked.
 EXPECTED_ENTRIES = {"personagpt", "deepspeed", "train/run.py", "distill/run.py", "quantize/run.py",
-                    "loadtest/run.py", "serve/ready.py", "k8s/wait_for_artifact.py"}
+                    "loadtest/run.py", "serve/ready.py", "k8s/wait_for_artifact.py", "k8s/resume_or_start.py"}
 
 
 def job_containers(docs):
@@ -43,15 +44,25 @@ def job_containers(docs):
             yield res, fields, c
 
 
+def argv_run_dir(container, env) -> str:
+    args = command_line(container, env)
+    return args[args.index("--run-dir") + 1]
+
+
 def config_show(config: str, overrides: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "personagpt.cli", "config", "show", "--config", config, *overrides],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def entry_overrides(script: str, overrides: list[str]) -> list[str]:
-    """quantize/run.py's documented shorthand `method=X` is `quantize.method=X` (issue #5's command line)."""
+    """Overrides as the entry hands them to load_config: quantize/run.py scopes bare quantize keys itself
+    (`method=int8` -> `quantize.method=int8`), with its own function."""
     if script == "quantize/run.py":
-        return [f"quantize.{o}" if o.startswith("method=") else o for o in overrides]
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from quantize.run import scoped_overrides
+
+        return scoped_overrides(overrides)
     return overrides
 
 
@@ -69,14 +80,25 @@ def test_every_job_command_parses_with_the_real_entry_points(rendered, overlay):
         parsed = dry_parse(argv, ROOT)
         checked.setdefault(argv[0], []).append(where)
         script, args = argv[0], parsed["args"]
+        resume = False
+        if script == "k8s/resume_or_start.py":
+            # the wrapped command, as the first start runs it; a restarted pod's gets --resume appended (below)
+            assert args["command"][0] == "--", where
+            argv = args["command"][1:]
+            parsed = dry_parse(argv, ROOT)
+            checked.setdefault(argv[0], []).append(where)
+            script, args, resume = argv[0], parsed["args"], True
+            run_dir = args["user_args"][args["user_args"].index("--config") + 2:]
+            assert argv_run_dir(c, env) in [o.split("=", 1)[1] for o in run_dir if ".run_dir=" in o], where
         if script == "deepspeed":
             # what deepspeed.launcher.launch starts on every rank: python -u SCRIPT --local_rank=N USER_ARGS
             assert not args["no_local_rank"]
-            script = args["user_script"]
-            parsed = dry_parse([script, "--local_rank=0", *args["user_args"]], ROOT)
+            script, user_args = args["user_script"], args["user_args"]
+            for extra in ([], ["--resume"]) if resume else ([],):
+                parsed = dry_parse([script, "--local_rank=0", *user_args, *extra], ROOT)
+                assert parsed["args"]["local_rank"] == 0 and parsed["args"]["resume"] is bool(extra), where
             checked.setdefault(script, []).append(where)
             args = parsed["args"]
-            assert args["local_rank"] == 0 and args["resume"] is True, where
         if args.get("config") is not None and "overrides" in args:
             proc = config_show(args["config"], entry_overrides(script, args["overrides"]))
             assert proc.returncode == 0, f"{where}: config {args['config']} {args['overrides']}:\n{proc.stderr}"
@@ -102,7 +124,8 @@ def test_multinode_launch_resolves_with_deepspeeds_launcher(rendered, overlay, t
     ranks = int(container_env(c, docs, jobset_pod_fields(js, 0, 0, 0))["RANKS_PER_NODE"])
     worlds = []
     for i in range(job["parallelism"]):
-        argv = command_line(c, container_env(c, docs, jobset_pod_fields(js, 0, 0, i)))[1:]
+        argv = command_line(c, container_env(c, docs, jobset_pod_fields(js, 0, 0, i)))
+        argv = argv[argv.index("deepspeed") + 1:]
         argv[argv.index("--hostfile") + 1] = str(hostfile)
         args = runner.parse_args(argv)
         assert args.no_ssh and args.node_rank == i and args.master_port == 29500
@@ -168,3 +191,28 @@ def test_dry_parse_rejects_what_the_entries_reject():
         dry_parse(["deepspeed", "--num_gpus", "two", "train/run.py"], ROOT)
     bad = config_show("configs/smollm2-persona.yaml", ["train.output_dirr=/artifacts/x"])
     assert bad.returncode == 2 and "train.output_dirr: unknown key" in bad.stderr
+
+
+def test_resume_or_start_decides_with_the_training_checkpoints(tmp_path):
+    """No complete checkpoint: the command runs as given. A complete one (trainer_state.json written, the
+    training engine's rule): it gets --resume. A half-written one (killed mid-save) does not count."""
+    echo = [sys.executable, "-c", "import json, sys; print('ARGV', json.dumps(sys.argv[1:]))"]
+    run_dir = tmp_path / "train"
+
+    def run():
+        proc = subprocess.run([sys.executable, str(ROOT / "k8s" / "resume_or_start.py"), "--run-dir", str(run_dir),
+                               "--", *echo, "--config", "c.yaml"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.split("ARGV ", 1)[1]), proc.stdout
+
+    argv, out = run()
+    assert argv == ["--config", "c.yaml"] and "starting" in out
+    half = run_dir / "checkpoints" / "step00000020"
+    half.mkdir(parents=True)  # DeepSpeed shards but no trainer_state.json: the save did not finish
+    argv, _ = run()
+    assert argv == ["--config", "c.yaml"]
+    done = run_dir / "checkpoints" / "step00000010"
+    done.mkdir()
+    (done / "trainer_state.json").write_text(json.dumps({"step": 10}))
+    argv, out = run()
+    assert argv == ["--config", "c.yaml", "--resume"] and "step00000010 (step 10)" in out

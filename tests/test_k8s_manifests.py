@@ -315,9 +315,13 @@ def test_pipeline_jobs_restart_safely_and_chain_through_the_pvc(rendered, overla
     assert vllm["args"][vllm["args"].index("--artifact") + 1] == quantized
     assert f"method=$(QUANT_METHOD)" in args["personagpt-quantize"]
     assert penv["SERVE_ARTIFACT"].endswith(penv["QUANT_METHOD"])
-    # training and distillation resume from their checkpoints on the PVC after a restart
+    # training and distillation resume from their checkpoints on the PVC after a restart: the wrapper looks in
+    # the run folder the stage writes its checkpoints to
     for name, key in (("personagpt-train", "train.run_dir"), ("personagpt-distill", "distill.run_dir")):
-        assert "--resume" in args[name] and _arg_value(args[name], key).startswith("$(RUN_DIR)/")
+        main = _main(jobs[name][1])
+        assert main["command"] == ["python3", "k8s/resume_or_start.py"] and "--resume" not in args[name]
+        assert args[name][:4] == ["--run-dir", _arg_value(args[name], key), "--", "deepspeed"]
+        assert _arg_value(args[name], key).startswith("$(RUN_DIR)/")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -336,7 +340,8 @@ def test_multinode_training_wiring(rendered, overlay):
     hostfile_vol = next(v for v in pod["volumes"] if v["name"] == "hostfile")
     hostfile = object_data(docs, "ConfigMap", hostfile_vol["configMap"]["name"])["hostfile"]
     mount = next(m for m in c["volumeMounts"] if m["name"] == "hostfile")["mountPath"]
-    assert c["args"][:2] == ["--hostfile", f"{mount}/hostfile"] and "--no_ssh" in c["args"]
+    ds = c["args"][c["args"].index("deepspeed") + 1:]
+    assert ds[:2] == ["--hostfile", f"{mount}/hostfile"] and "--no_ssh" in ds
     lines = [ln.split() for ln in hostfile.strip().splitlines()]
     ranks = _pipeline_env(docs)["RANKS_PER_NODE"]
     assert len(lines) == nodes and all(ln[1] == f"slots={ranks}" for ln in lines)

@@ -49,7 +49,7 @@ COPY distill/ distill/
 COPY quantize/ quantize/
 COPY loadtest/ loadtest/
 COPY serve/ serve/
-COPY k8s/wait_for_artifact.py k8s/wait_for_artifact.py
+COPY k8s/wait_for_artifact.py k8s/resume_or_start.py k8s/
 RUN pip install --no-deps . \
  && python3 -c "import deepspeed, personagpt.config, locust" \
  && useradd --uid 10001 --user-group --no-create-home --home-dir /tmp personagpt
