@@ -119,6 +119,12 @@ def inspect_artifact(path: str | Path) -> ArtifactInfo:
     if max_pos <= 0:
         raise ArtifactError(f"{path}: unknown context length (model.max_position_embeddings)")
 
+    if quant is None and "quantization_config" in hf:
+        method = (hf["quantization_config"] or {}).get("quant_method")
+        raise ArtifactError(f"{cfg_path}: has a quantization_config (quant_method {method!r}) but the manifest says "
+                            "the model is not quantized; a stale entry (e.g. left by a GGUF conversion) makes vLLM "
+                            "treat the weights as quantized — remove it from config.json")
+
     dtype = str(block.get("dtype") or "")
     if dtype not in DTYPE_BYTES:  # quantized weights: the activation dtype is the config's
         dtype = str(hf.get("dtype") or hf.get("torch_dtype") or "float32")

