@@ -1,0 +1,1 @@
+"""Locust load tests for the OpenAI-compatible servers of serve/ (see loadtest/run.py)."""
