@@ -290,6 +290,11 @@ def test_pipeline_jobs_restart_safely_and_chain_through_the_pvc(rendered, overla
             # exit 2 = bad config or input (the CLI contract): fail at once instead of retrying
             assert any(r["action"] == "FailJob" and r["onExitCodes"]["values"] == [2] for r in rules), name
             assert pod["restartPolicy"] == "Never", name
+        # a Job's deadline counts from its start, init containers included: it must outlast the wait for its input
+        for c in pod.get("initContainers", []):
+            if c["command"][-1] in ("k8s/wait_for_artifact.py", "serve/ready.py"):
+                waited = float(c["args"][c["args"].index("--timeout") + 1])
+                assert job.get("activeDeadlineSeconds", float("inf")) > waited, name
         if name != "personagpt-loadtest-worker":  # workers get everything from the master
             pvc = next(v for v in pod["volumes"] if "persistentVolumeClaim" in v)
             assert pvc["persistentVolumeClaim"]["claimName"] == "personagpt-artifacts", name
