@@ -47,6 +47,13 @@ def prepare_process_env() -> None:
     # torch.distributed deprecation notices DeepSpeed triggers on every collective: noise in every rank's log
     warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.distributed\..* is deprecated")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # DeepSpeed 0.19's op builder parses TORCH_CUDA_ARCH_LIST as plain numbers and crashes on arch-specific
+    # entries such as "9.0a" (set in NVIDIA's Hopper images) when it JIT-builds fused Adam: keep the base arch.
+    arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    if arch:
+        import re
+
+        os.environ["TORCH_CUDA_ARCH_LIST"] = re.sub(r"(\d+\.\d+)[a-z]\b", r"\1", arch)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if not os.environ.get("OMP_NUM_THREADS"):
