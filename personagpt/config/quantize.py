@@ -36,6 +36,7 @@ class Int8Options(Section):
 class OnnxOptions(Section):
     opset: int = Field(18, ge=17, le=23, description="ONNX opset of the export")
     quantize: bool = Field(True, description="ONNX Runtime dynamic int8 after the fp32 export (false: keep fp32)")
+    keep_fp32: bool = Field(False, description="also keep the fp32 export as onnx-fp32/model.onnx in the artifact")
     per_channel: bool = Field(True, description="int8 weight scales per output channel (false: per tensor)")
     reduce_range: bool = Field(False, description="7-bit weights: avoids u8s8 saturation on x86 CPUs without VNNI")
     provider: Literal["auto", "cpu", "cuda"] = Field(

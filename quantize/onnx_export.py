@@ -1,0 +1,125 @@
+"""ONNX export of a causal LM with KV cache (``torch.onnx.export``, dynamo exporter), then ONNX Runtime dynamic int8.
+
+Graph inputs: ``input_ids``, ``attention_mask`` [batch, past+seq], ``position_ids``, and per layer
+``past_key_values.{i}.key|value`` [batch, kv_heads, past, head_dim] (past may be 0 for the prefill); outputs
+``logits`` and ``present.{i}.key|value``. One graph serves prefill and decode steps.
+
+Optimum's exporter (optimum-onnx) pins transformers < 4.58, so the export goes through ``torch.onnx`` here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ONNX_FILE = "model.onnx"
+EXTERNAL_DATA = "model.onnx_data"
+PROTOBUF_LIMIT = 1_800_000_000  # a single .onnx protobuf must stay under 2 GiB: larger weights go to external data
+
+
+def io_names(num_layers: int) -> tuple[list[str], list[str]]:
+    past = [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+    present = [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+    return ["input_ids", "attention_mask", "position_ids", *past], ["logits", *present]
+
+
+def kv_shape(config) -> tuple[int, int, int]:
+    heads = config.num_attention_heads
+    return config.num_hidden_layers, config.num_key_value_heads or heads, \
+        getattr(config, "head_dim", None) or config.hidden_size // heads
+
+
+class _WithFlatCache(torch.nn.Module):
+    """The model with the KV cache as flat tensors in and out (what an ONNX graph can carry)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.num_layers = model.config.num_hidden_layers
+
+    def forward(self, input_ids, attention_mask, position_ids, past):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for i in range(self.num_layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True)
+        flat = []
+        for layer in out.past_key_values.layers:
+            flat += [layer.keys, layer.values]
+        return (out.logits, *flat)
+
+
+def _strip_and_save(model_proto, path: Path) -> None:
+    """Drop the exporter's per-node debug metadata (stack traces, module paths) and save; weights go to external
+    data only when the protobuf limit requires it."""
+    import onnx
+
+    for node in model_proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    big = sum(t.ByteSize() for t in model_proto.graph.initializer) > PROTOBUF_LIMIT
+    onnx.save_model(model_proto, str(path), save_as_external_data=big, all_tensors_to_one_file=True,
+                    location=EXTERNAL_DATA if big else None)
+
+
+@torch.no_grad()
+def export_onnx(model, path: Path, opset: int) -> dict[str, Any]:
+    """Export ``model`` (fp32, CPU) to ``path``. Returns facts for the manifest."""
+    import onnx
+
+    model = model.to("cpu", torch.float32).eval()
+    layers, kv_heads, head_dim = kv_shape(model.config)
+    names_in, names_out = io_names(layers)
+    # Example inputs: batch 2 with one left-padded row and a non-empty past, so nothing specializes on an all-ones
+    # mask, on batch 1 or on an empty cache (an empty past still runs: the dimension stays symbolic).
+    b, s, p = 2, 5, 3
+    ids = torch.randint(0, model.config.vocab_size, (b, s))
+    mask = torch.ones(b, p + s, dtype=torch.long)
+    mask[0, :2] = 0
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]
+    past = tuple(torch.randn(b, kv_heads, p, head_dim) for _ in range(2 * layers))
+    batch, seq, past_len, total = (torch.export.Dim(n) for n in ("batch", "seq", "past", "total"))
+    dynamic = ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq},
+               tuple({0: batch, 2: past_len} for _ in range(2 * layers)))
+    with tempfile.TemporaryDirectory(prefix="onnx-export-", dir=path.parent) as tmp:
+        raw = Path(tmp) / ONNX_FILE
+        torch.onnx.export(_WithFlatCache(model).eval(), (ids, mask, pos, past), str(raw), input_names=names_in,
+                          output_names=names_out, dynamic_shapes=dynamic, dynamo=True, opset_version=opset,
+                          external_data=True, verbose=False)
+        _strip_and_save(onnx.load(str(raw)), path)
+    return {"opset": opset, "exporter": f"torch.onnx dynamo (torch {torch.__version__}, onnxscript "
+                                        f"{version('onnxscript')})", "inputs": names_in[:3] + ["past_key_values.*"],
+            "outputs": ["logits", "present.*"], "kv_cache": True, "num_layers": layers, "kv_heads": kv_heads,
+            "head_dim": head_dim}
+
+
+def quantize_onnx_int8(src: Path, dst: Path, per_channel: bool, reduce_range: bool) -> dict[str, Any]:
+    """ONNX Runtime dynamic quantization: int8 weights (MatMul, and the embedding Gather), activations quantized to
+    uint8 per tensor at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    big = (src.parent / EXTERNAL_DATA).is_file() or os.path.getsize(src) > PROTOBUF_LIMIT
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     reduce_range=reduce_range, use_external_data_format=big)
+    return {"bits": 8, "weights": f"int8, symmetric, {'per output channel' if per_channel else 'per tensor'}"
+                                  f"{' (7-bit range)' if reduce_range else ''}",
+            "activations": "uint8, one scale per tensor, computed at run time (dynamic)",
+            "weight_dtype": "int8", "library": f"onnxruntime {version_onnxruntime()}"}
+
+
+def onnx_weight_bytes(folder: Path) -> int:
+    """Bytes of the served graph: model.onnx and its external data (not an extra fp32 copy kept beside it)."""
+    return sum((folder / n).stat().st_size for n in (ONNX_FILE, EXTERNAL_DATA) if (folder / n).is_file())
+
+
+def version_onnxruntime() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
