@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 # Caches (converted models, compile caches, tokenizer/data caches) stay inside the checkout, ignored by git.
 export PERSONAGPT_CACHE ?= $(CURDIR)/.cache
-export OMP_NUM_THREADS ?= $(if $(GPU),8,1)
+# OpenMP threads: every multi-rank entry sets cores / local ranks itself (2 ranks on 2 cores: 1 each).
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -50,9 +50,9 @@ $(K8S_VENV)/.setup-done: pyproject.toml scripts/pins.py
 	$(K8S_VENV)/bin/pip install -q $$($(PY) scripts/pins.py k8s)
 	touch $@
 
-demo: setup
-	$(BIN)/personagpt model fetch-smollm2 --out $(PERSONAGPT_CACHE)/models/smollm2-135m-instruct
-	$(BIN)/personagpt data prepare --config configs/smollm2-persona.yaml --out runs/smollm2-persona/data
+# The main job: SmolLM2 -> persona teacher -> student -> quantized -> vLLM -> Locust -> runs/smollm2-persona/report.md
+demo: setup setup-serve
+	$(BIN)/personagpt run --config configs/smollm2-persona.yaml
 
 test: setup setup-serve setup-k8s
 	$(BIN)/python -m pytest tests

@@ -18,6 +18,7 @@ from personagpt.training.model_setup import ModelSource
 
 class DistillJob(TrainingJob):
     stage = "distill"
+    section = "distill"
     default_run_subdir = "distill"
     default_output_subdir = "student"
     title = "student"

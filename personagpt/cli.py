@@ -48,6 +48,26 @@ def _model_init(args) -> int:
     return 0
 
 
+def _run_pipeline(args) -> int:
+    from personagpt.config import load_config
+    from personagpt.pipeline.report import write_report
+    from personagpt.pipeline.runner import Pipeline
+    from personagpt.pipeline.stages import STAGES, Ctx, default_ranks
+
+    if args.config is None:
+        raise PersonaGPTError("personagpt run needs --config (configs/tiny.yaml, configs/smollm2-persona.yaml)")
+    cfg = load_config(args.config, args.overrides)
+    only = [s.strip() for s in args.stages.split(",")] if args.stages else None
+    names = [s.name for s in STAGES]
+    if only and set(only) - set(names):
+        raise PersonaGPTError(f"--stages: unknown stage(s) {sorted(set(only) - set(names))} (stages: {', '.join(names)})")
+    ctx = Ctx(config=args.config.resolve(), overrides=list(args.overrides), cfg=cfg,
+              run_dir=(Path("runs") / cfg.name).resolve(), ranks=cfg.pipeline.ranks or default_ranks())
+    timings = Pipeline(ctx, force=args.force, only=only).run()
+    print(f"report: {write_report(ctx.run_dir, cfg, timings)}")
+    return 0
+
+
 def _config_show(args) -> int:
     import yaml
 
@@ -77,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, type=Path, help="dataset artifact (its tokenizer is used)")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_model_init)
+
+    p = sub.add_parser("run", help="the whole pipeline: data -> teacher -> student -> quantized -> vLLM -> Locust "
+                                   "-> runs/NAME/report.md (unchanged stages are skipped)")
+    add_config_args(p)
+    p.add_argument("--force", action="store_true", help="rerun every selected stage even when up to date")
+    p.add_argument("--stages", default=None, help="comma-separated subset, e.g. data,train")
+    p.set_defaults(func=_run_pipeline)
 
     config = sub.add_parser("config", help="configs").add_subparsers(dest="cmd", required=True)
     p = config.add_parser("show", help="print the validated config with overrides applied")

@@ -33,7 +33,7 @@ def test_depth_pruning_copies_the_kept_layers(teacher):
 
 
 def test_width_pruning_slices_and_keeps_head_size(teacher):
-    cfg = StudentConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=96, num_attention_heads=2,
+    cfg = StudentConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=96, num_attention_heads=1,
                         num_key_value_heads=1)
     student, info = build_student(teacher, cfg)
     head_dim = teacher.config.hidden_size // teacher.config.num_attention_heads
@@ -56,7 +56,7 @@ def test_scratch_init_differs_from_teacher(teacher):
     (StudentConfig(keep_layers=[1, 1]), "duplicate"),
     (StudentConfig(num_hidden_layers=9), "distill.student.num_hidden_layers"),
     (StudentConfig(hidden_size=128), "distill.student.hidden_size: 128 is larger"),
-    (StudentConfig(num_attention_heads=3, num_key_value_heads=2), "divisible"),
+    (StudentConfig(num_attention_heads=2, num_key_value_heads=3), "num_key_value_heads: 3 is larger"),
 ])
 def test_bad_student_shapes(teacher, cfg, match):
     with pytest.raises(ConfigError, match=match):

@@ -7,7 +7,7 @@ The optimisation keys (ZeRO stage, offload, batch sizes, schedule, eval/checkpoi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -31,6 +31,8 @@ class StudentConfig(Section):
 
 
 class DistillConfig(TrainConfig):
+    section_name: ClassVar[str] = "distill"
+
     teacher: Path | None = Field(None, description="teacher model artifact; default runs/NAME/teacher")
     student: StudentConfig = Field(default_factory=StudentConfig)
     loss: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl"] = Field(

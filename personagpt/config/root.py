@@ -8,8 +8,10 @@ from pydantic import Field, PrivateAttr
 
 from personagpt.config.base import Section
 from personagpt.config.data import DataConfig
+from personagpt.config.distill import DistillConfig
 from personagpt.config.loadtest import LoadtestConfig
 from personagpt.config.model import ModelConfig
+from personagpt.config.pipeline import PipelineConfig
 from personagpt.config.quantize import QuantizeConfig
 from personagpt.config.serve import ServeConfig
 from personagpt.config.train import TrainConfig
@@ -23,7 +25,9 @@ class Config(Section):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     loadtest: LoadtestConfig = Field(default_factory=LoadtestConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     _source: str | None = PrivateAttr(default=None)
 

@@ -9,7 +9,7 @@ that check runs there, before anything is written.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -27,10 +27,12 @@ class LoraConfig(Section):
 
 
 class TrainConfig(Section):
+    section_name: ClassVar[str] = "train"
+
     # where
     dataset: Path | None = Field(
-        None, description="dataset artifact (personagpt data prepare); null: prepare it from the data: section "
-                          "into <run_dir>/data")
+        None, description="dataset artifact (personagpt data prepare); null: runs/NAME/data, prepared from the "
+                          "data: section when missing or made with another data:/model: config")
     run_dir: Path | None = Field(None, description="checkpoints, metrics, TensorBoard, plots; default runs/NAME/train")
     output_dir: Path | None = Field(None, description="the teacher model artifact; default runs/NAME/teacher")
     # DeepSpeed
@@ -78,13 +80,14 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _check(self):
+        k = self.section_name  # the section these keys live in (distill: reuses them)
         if self.offload_param and self.zero_stage != 3:
-            raise ValueError(f"train.offload_param needs train.zero_stage 3 (got {self.zero_stage})")
+            raise ValueError(f"{k}.offload_param needs {k}.zero_stage 3 (got {self.zero_stage})")
         if self.offload_optimizer and self.zero_stage == 0:
-            raise ValueError("train.offload_optimizer needs train.zero_stage 1, 2 or 3 (got 0)")
+            raise ValueError(f"{k}.offload_optimizer needs {k}.zero_stage 1, 2 or 3 (got 0)")
         if self.global_batch_size is not None and self.global_batch_size % self.micro_batch_size:
-            raise ValueError(f"train.global_batch_size ({self.global_batch_size}) must be a multiple of "
-                             f"train.micro_batch_size ({self.micro_batch_size})")
+            raise ValueError(f"{k}.global_batch_size ({self.global_batch_size}) must be a multiple of "
+                             f"{k}.micro_batch_size ({self.micro_batch_size})")
         if not 0 <= self.betas[0] < 1 or not 0 <= self.betas[1] < 1:
-            raise ValueError("train.betas must be in [0, 1)")
+            raise ValueError(f"{k}.betas must be in [0, 1)")
         return self

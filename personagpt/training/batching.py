@@ -40,27 +40,28 @@ class BatchPlan:
     world_size: int
     micro_batch_size: int
     grad_accum_steps: int
+    section: str = "train"  # the config section the batch keys came from (named in errors)
 
     @property
     def global_batch_size(self) -> int:
         return self.world_size * self.micro_batch_size * self.grad_accum_steps
 
     @classmethod
-    def resolve(cls, tcfg, world_size: int) -> "BatchPlan":
+    def resolve(cls, tcfg, world_size: int, section: str = "train") -> "BatchPlan":
         """Accumulation steps from ``grad_accum_steps`` / ``global_batch_size`` and the launch's world size."""
         micro, accum, glob = tcfg.micro_batch_size, tcfg.grad_accum_steps, tcfg.global_batch_size
         per_step = micro * world_size
         if glob is not None:
             if glob % per_step:
                 raise ConfigError(
-                    f"train.global_batch_size ({glob}) must be divisible by train.micro_batch_size ({micro}) x "
+                    f"{section}.global_batch_size ({glob}) must be divisible by {section}.micro_batch_size ({micro}) x "
                     f"world size ({world_size}) = {per_step}")
             if accum is not None and accum != glob // per_step:
                 raise ConfigError(
-                    f"train.grad_accum_steps ({accum}) disagrees with train.global_batch_size ({glob}) = "
+                    f"{section}.grad_accum_steps ({accum}) disagrees with {section}.global_batch_size ({glob}) = "
                     f"micro_batch_size ({micro}) x world size ({world_size}) x {glob // per_step}")
             accum = glob // per_step
-        return cls(world_size, micro, accum or 1)
+        return cls(world_size, micro, accum or 1, section)
 
 
 class GlobalBatchSampler:
@@ -73,7 +74,7 @@ class GlobalBatchSampler:
         self.steps_per_epoch = self.n // plan.global_batch_size
         if self.steps_per_epoch == 0:
             raise ConfigError(
-                f"train.global_batch_size: the global batch ({plan.global_batch_size} = micro_batch_size "
+                f"{plan.section}.global_batch_size: the global batch ({plan.global_batch_size} = micro_batch_size "
                 f"{plan.micro_batch_size} x grad_accum_steps {plan.grad_accum_steps} x world size {plan.world_size}) "
                 f"is larger than the training split ({self.n} samples)")
         self._perm_epoch, self._perm = None, None

@@ -47,6 +47,7 @@ def _rank0_print(dist: Dist, *args) -> None:
 
 class TrainingJob:
     stage = "train"  # manifest stage
+    section = "train"  # config section of the engine keys (named in errors)
     default_run_subdir = "train"
     default_output_subdir = "teacher"
     title = "teacher"
@@ -93,7 +94,7 @@ class TrainingJob:
         try:
             read_manifest(path, kind="dataset")
         except ArtifactError as e:
-            raise ConfigError(f"train.dataset: {e}") from None
+            raise ConfigError(f"{self.section}.dataset: {e}") from None
         return path
 
     def _check_resume(self) -> checkpoints.CheckpointInfo | None:
@@ -107,18 +108,18 @@ class TrainingJob:
                 try:
                     self.plan = BatchPlan.resolve(self.tcfg.model_copy(update={
                         "global_batch_size": st.get("global_batch_size"), "grad_accum_steps": None}),
-                        self.plan.world_size)
+                        self.plan.world_size, self.section)
                 except ConfigError:
                     pass
             for key, want in (("global_batch_size", self.plan.global_batch_size), ("zero_stage", self.tcfg.zero_stage),
                               ("lora", self.tcfg.lora.enabled)):
                 if st.get(key) != want:
                     raise ConfigError(f"--resume: {latest.path} was trained with {key}={st.get(key)!r}, this run has "
-                                      f"{want!r} (train.{key if key != 'lora' else 'lora.enabled'}); data order, "
+                                      f"{want!r} ({self.section}.{key if key != 'lora' else 'lora.enabled'}); data order, "
                                       f"schedule and states must match to continue exactly")
             return latest
         if latest is not None and not self.fresh:
-            raise ConfigError(f"train.run_dir: {self.run_dir} holds checkpoints of an earlier run (latest step "
+            raise ConfigError(f"{self.section}.run_dir: {self.run_dir} holds checkpoints of an earlier run (latest step "
                               f"{latest.step}); pass --resume to continue it or --fresh to start over")
         return None
 
@@ -134,16 +135,17 @@ class TrainingJob:
         world_size = expected_world_size()
         self.source = self.model_source()
         self.dataset_dir = self._check_dataset()
-        self.plan = BatchPlan.resolve(tcfg, world_size)
+        self.plan = BatchPlan.resolve(tcfg, world_size, self.section)
         resume_from = self._check_resume()
         if tcfg.lora.enabled:
-            validate_lora_targets(tcfg.lora, module_names(self.source, self.cfg.model))
+            validate_lora_targets(tcfg.lora, module_names(self.source, self.cfg.model), self.section)
         dist = self.dist = init_distributed(tcfg.comm_shm)
         if dist.world_size != world_size:
             raise RuntimeError(f"WORLD_SIZE says {world_size} ranks, the process group has {dist.world_size}")
         dtype = pick_dtype(tcfg.dtype, dist.device)
         if dtype == torch.bfloat16 and dist.device.type == "cpu":
-            raise ConfigError("train.dtype: bfloat16 training on CPU is not supported here (no bf16 reduce kernels "
+            raise ConfigError(f"{self.section}.dtype: bfloat16 training on CPU is not supported here (no bf16 reduce "
+                              "kernels "
                               "without AVX-512); use auto or float32")
         max_length = tcfg.max_length or self.cfg.data.max_length
         tok = train_enc = val_enc = None
@@ -271,7 +273,7 @@ class TrainingJob:
             val = val[: self.tcfg.eval_samples]
         val_enc = encode_samples(tok, val, label_turns, max_length)
         if not val_enc:
-            raise ConfigError(f"train.dataset: {self.dataset_dir} has no validation samples to evaluate on "
+            raise ConfigError(f"{self.section}.dataset: {self.dataset_dir} has no validation samples to evaluate on "
                               f"(data.val_fraction)")
         return tok, train_enc, val_enc
 

@@ -67,12 +67,12 @@ def module_names(source: ModelSource, model_cfg) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
-def validate_lora_targets(lora_cfg, names: list[str]) -> None:
+def validate_lora_targets(lora_cfg, names: list[str], section: str = "train") -> None:
     """peft matches a target by module-name suffix; a target that matches nothing is a config error."""
     leaf = sorted({n.rsplit(".", 1)[-1] for n in names})
     for target in lora_cfg.target_modules:
         if not any(n == target or n.endswith("." + target) for n in names):
-            raise ConfigError(f"train.lora.target_modules: {target!r} matches no module of the model "
+            raise ConfigError(f"{section}.lora.target_modules: {target!r} matches no module of the model "
                               f"(module names: {', '.join(leaf)})")
 
 

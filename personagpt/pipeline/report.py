@@ -1,0 +1,152 @@
+"""``runs/NAME/report.md``: one table for teacher, student and quantized model, sample persona answers to the same
+held-out questions, and every stage's plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from personagpt.artifacts import read_manifest
+from personagpt.errors import ArtifactError
+
+
+def _manifest(path: Path) -> dict | None:
+    try:
+        return read_manifest(path)
+    except ArtifactError:
+        return None
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, (int, float)):
+        return format(v, spec)
+    return str(v)
+
+
+def _mb(b: Any) -> str:
+    return "—" if b is None else f"{b / 1e6:.1f} MB"
+
+
+def _served(run_dir: Path, name: str) -> dict | None:
+    path = run_dir / "loadtest" / name / "summary.json"
+    if not path.is_file():
+        return None
+    s = json.loads(path.read_text())
+    lv = max(s.get("levels") or [{}], key=lambda x: x.get("output_tokens_per_s") or 0)
+    return {"ttft_p50": (lv.get("ttft_ms") or {}).get("p50"), "ttft_p95": (lv.get("ttft_ms") or {}).get("p95"),
+            "itl_p50": (lv.get("itl_ms") or {}).get("p50"), "tok_s": lv.get("output_tokens_per_s"),
+            "goodput": (lv.get("goodput") or {}).get("share"), "slo_passed": s.get("slo", {}).get("passed"),
+            "load": s.get("load")}
+
+
+def model_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """Figures per model. Perplexities come from each stage's own measurement (the same code; the student and the
+    teacher on the same samples, the quantized model and its input on the same samples), so quality retained
+    chains matched ratios: teacher→student × student→quantized."""
+    t, s, q = (_manifest(run_dir / n) for n in ("teacher", "student", "quantized"))
+    rows = []
+    d = (s or {}).get("distillation", {})
+    if t:
+        rows.append({"model": "teacher", "params": t["model"]["num_parameters"], "bytes": t["model"]["weight_bytes"],
+                     "ppl": t["metrics"].get("val_ppl"), "retained": 1.0,
+                     "decode": d.get("teacher_decode_tokens_per_s"), "served": _served(run_dir, "teacher")})
+    if s:
+        rows.append({"model": "student", "params": s["model"]["num_parameters"], "bytes": s["model"]["weight_bytes"],
+                     "ppl": s["metrics"].get("val_ppl"), "retained": d.get("quality_retained"),
+                     "decode": d.get("student_decode_tokens_per_s"), "served": _served(run_dir, "student")})
+    if q:
+        before, after = q["metrics"].get("before", {}), q["metrics"].get("after", {})
+        ratio = before.get("ppl") / after["ppl"] if before.get("ppl") and after.get("ppl") else None
+        retained = d.get("quality_retained") * ratio if ratio and d.get("quality_retained") else None
+        method = (q.get("model", {}).get("quantization") or {}).get("method", "?")
+        rows.append({"model": f"quantized ({method})", "params": q.get("model", {}).get("num_parameters"),
+                     "bytes": after.get("weight_bytes", q.get("model", {}).get("weight_bytes")),
+                     "ppl": after.get("ppl"), "retained": retained, "decode": after.get("decode_tokens_per_s"),
+                     "served": _served(run_dir, "quantized")})
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("| model | parameters | weights | val ppl | quality retained | decode tok/s (HF, batch 4) | "
+            "served TTFT p50 / p95 (ms) | ITL p50 (ms) | served output tok/s | goodput |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        sv = r["served"] or {}
+        served = r["served"] is not None
+        lines.append(
+            f"| {r['model']} | {_fmt(r['params'] / 1e6 if r['params'] else None, '.2f')}M | {_mb(r['bytes'])} | "
+            f"{_fmt(r['ppl'])} | {_fmt(r['retained'] * 100 if r['retained'] else None, '.1f')}% | "
+            f"{_fmt(r['decode'], '.1f')} | "
+            f"{(_fmt(sv.get('ttft_p50'), '.0f') + ' / ' + _fmt(sv.get('ttft_p95'), '.0f')) if served else '—'} | "
+            f"{_fmt(sv.get('itl_p50'), '.1f') if served else '—'} | {_fmt(sv.get('tok_s'), '.1f') if served else '—'} | "
+            f"{_fmt(sv.get('goodput') * 100 if sv.get('goodput') is not None else None, '.0f') + '%' if served else '—'} |")
+    return "\n".join(lines)
+
+
+def hf_answers(model_dir: Path, questions: list[dict], max_tokens: int) -> list[str] | None:
+    import torch
+
+    from personagpt.models import load_model
+
+    if _manifest(model_dir) is None:
+        return None
+    model, tok = load_model(model_dir)
+    out = []
+    for q in questions:
+        enc = tok.apply_chat_template(q["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            gen = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False)
+        out.append(tok.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    return out
+
+
+def write_report(run_dir: Path, cfg, timings: dict[str, dict] | None = None) -> Path:
+    from personagpt.pipeline.loadtest_stage import held_out_questions
+
+    run_dir = Path(run_dir)
+    rows = model_rows(run_dir)
+    questions = held_out_questions(run_dir / "data", cfg.pipeline.sample_questions)
+    done_path = run_dir / "loadtest" / "done.json"
+    served = json.loads(done_path.read_text())["models"] if done_path.is_file() else {}
+    answers: dict[str, list[str] | None] = {}
+    for name in ("teacher", "student", "quantized"):
+        if name in served:
+            answers[name + " (vLLM)"] = served[name]["answers"]
+        elif name != "quantized":
+            answers[name + " (HF generate)"] = hf_answers(run_dir / name, questions, cfg.pipeline.sample_max_tokens)
+    lines = [f"# PersonaGPT run `{cfg.name}`", ""]
+    data = _manifest(run_dir / "data") or {}
+    if data:
+        sp = data.get("splits", {})
+        lines += [f"Persona `{data.get('persona')}` from {data.get('source')}: "
+                  + ", ".join(f"{k} {v['samples']} samples" for k, v in sp.items()) + ".", ""]
+    lines += ["## Models", "", table(rows), "",
+              "Perplexity is measured on validation samples, on assistant (persona) tokens only, by each stage with "
+              "the same code. Quality retained = teacher ppl / model ppl, chained over matched measurements "
+              "(teacher vs student on the distill stage's samples, student vs quantized on the quantize stage's). "
+              "Served figures: Locust against vLLM's OpenAI server, streaming, at the load in the loadtest section.",
+              ""]
+    if timings:
+        lines += ["## Stages", "", "| stage | status | seconds |", "|---|---|---|"]
+        lines += [f"| {k} | {v['status']} | {v['seconds']:.1f} |" for k, v in timings.items()] + [""]
+    lines += ["## Sample answers to held-out questions", ""]
+    for i, q in enumerate(questions):
+        last_user = next((m["content"] for m in reversed(q["messages"]) if m["role"] == "user"), "")
+        lines += [f"### Question {i + 1}", "", f"> **user:** {last_user}", "",
+                  f"- **the real persona:** {q['persona_reply']}"]
+        for name, ans in answers.items():
+            if ans is not None:
+                lines.append(f"- **{name}:** {ans[i] if i < len(ans) else '—'}")
+        lines.append("")
+    # every stage's plots, from the run folders (artifacts keep copies under training/)
+    plots = sorted(p for p in run_dir.rglob("*.png") if not {"checkpoints", "training"} & set(p.parts))
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{p.relative_to(run_dir)}]({os.path.relpath(p, run_dir)})" for p in plots]
+    out = run_dir / "report.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out

@@ -1,0 +1,115 @@
+"""The stages of a run: what each one reads, which config sections define it, and the command that runs it —
+exactly the command a user or a Kubernetes Job would type."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from personagpt.paths import ROOT
+
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_ranks() -> int:
+    """Every GPU, or 2 ranks on a CPU-only machine (one OpenMP thread each)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.device_count()
+    except ImportError:  # pragma: no cover
+        pass
+    return 2
+
+
+def quantize_method(cfg) -> str:
+    if cfg.pipeline.quantize_method != "auto":
+        return cfg.pipeline.quantize_method
+    try:
+        import torch
+
+        return "gptq" if torch.cuda.is_available() else "int8"
+    except ImportError:  # pragma: no cover
+        return "int8"
+
+
+@dataclass
+class Ctx:
+    """What every command needs: the user's config file and overrides, and where the run lives."""
+
+    config: Path
+    overrides: list[str]
+    cfg: object
+    run_dir: Path
+    ranks: int
+
+    def path(self, name: str) -> Path:
+        return self.run_dir / name
+
+
+@dataclass
+class Stage:
+    name: str
+    output: str                      # folder under runs/NAME holding the stage's artifact (or results)
+    sections: tuple[str, ...]        # config sections that define the stage (a change reruns it)
+    parents: tuple[str, ...]         # upstream stages (a new upstream artifact reruns it)
+    command: Callable[[Ctx, bool], list[str]] | None = None  # (ctx, resume) -> argv; None: run in-process
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _deepspeed(ctx: Ctx, script: str) -> list[str]:
+    return [PY, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ctx.ranks), "--master_port", str(free_port()),
+            str(ROOT / script)]
+
+
+def _data(ctx: Ctx, resume: bool) -> list[str]:
+    return [PY, "-m", "personagpt.cli", "data", "prepare", "--config", str(ctx.config), *ctx.overrides,
+            "--out", str(ctx.path("data"))]
+
+
+def _train(ctx: Ctx, resume: bool) -> list[str]:
+    return [*_deepspeed(ctx, "train/run.py"), "--config", str(ctx.config), *ctx.overrides,
+            f"train.dataset={ctx.path('data')}", f"train.run_dir={ctx.path('train')}",
+            f"train.output_dir={ctx.path('teacher')}", "--resume" if resume else "--fresh"]
+
+
+def _distill(ctx: Ctx, resume: bool) -> list[str]:
+    return [*_deepspeed(ctx, "distill/run.py"), "--config", str(ctx.config), *ctx.overrides,
+            f"distill.teacher={ctx.path('teacher')}", f"distill.dataset={ctx.path('data')}",
+            f"distill.run_dir={ctx.path('distill')}", f"distill.output_dir={ctx.path('student')}",
+            "--resume" if resume else "--fresh"]
+
+
+def _quantize(ctx: Ctx, resume: bool) -> list[str]:
+    return [PY, str(ROOT / "quantize" / "run.py"), "--config", str(ctx.config), *ctx.overrides,
+            f"quantize.method={quantize_method(ctx.cfg)}", f"quantize.model={ctx.path('student')}",
+            f"quantize.dataset={ctx.path('data')}", f"quantize.output_dir={ctx.path('quantized')}"]
+
+
+STAGES: list[Stage] = [
+    Stage("data", "data", ("data", "model", "seed"), (), _data),
+    Stage("train", "teacher", ("train",), ("data",), _train),
+    Stage("distill", "student", ("distill",), ("train", "data"), _distill),
+    Stage("quantize", "quantized", ("quantize", "pipeline.quantize_method"), ("distill", "data"), _quantize),
+    # vLLM server + Locust for each model in pipeline.serve (serve/run.py and loadtest/run.py), in-process driver
+    Stage("loadtest", "loadtest", ("serve", "loadtest", "pipeline.serve"), ("train", "distill", "quantize", "data")),
+]
+
+
+def env_for_children() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
