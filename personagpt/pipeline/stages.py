@@ -97,13 +97,17 @@ def _quantize(ctx: Ctx, resume: bool) -> list[str]:
             f"quantize.dataset={ctx.path('data')}", f"quantize.output_dir={ctx.path('quantized')}"]
 
 
+# Sections: every config key the stage's own command reads (an artifact's content hash does not capture e.g. the
+# model architecture, which the dataset does not depend on but the teacher does).
 STAGES: list[Stage] = [
     Stage("data", "data", ("data", "model", "seed"), (), _data),
-    Stage("train", "teacher", ("train",), ("data",), _train),
-    Stage("distill", "student", ("distill",), ("train", "data"), _distill),
-    Stage("quantize", "quantized", ("quantize", "pipeline.quantize_method"), ("distill", "data"), _quantize),
+    Stage("train", "teacher", ("train", "model", "data", "seed"), ("data",), _train),
+    Stage("distill", "student", ("distill", "data", "seed"), ("train", "data"), _distill),
+    Stage("quantize", "quantized", ("quantize", "data", "seed", "pipeline.quantize_method"), ("distill", "data"),
+          _quantize),
     # vLLM server + Locust for each model in pipeline.serve (serve/run.py and loadtest/run.py), in-process driver
-    Stage("loadtest", "loadtest", ("serve", "loadtest", "pipeline.serve"), ("train", "distill", "quantize", "data")),
+    Stage("loadtest", "loadtest", ("serve", "loadtest", "seed", "pipeline.serve", "pipeline.sample_questions",
+                                   "pipeline.sample_max_tokens"), ("train", "distill", "quantize", "data")),
 ]
 
 

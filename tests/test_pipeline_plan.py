@@ -1,0 +1,48 @@
+"""Which stages a changed key reruns (fingerprints), without running anything."""
+
+import pytest
+
+from fixtures.artifacts import TINY
+from personagpt.config import load_config
+from personagpt.pipeline.runner import fingerprint
+from personagpt.pipeline.stages import STAGES, Ctx
+
+NAMES = [s.name for s in STAGES]
+
+
+def plan(overrides, state):
+    ctx = Ctx(TINY, overrides, load_config(TINY, overrides), None, 2)
+    return {s.name: fingerprint(s, ctx, state) for s in STAGES}
+
+
+def stale(base_overrides, new_overrides, new_hashes=None):
+    """Stages whose fingerprint changes, given the output hashes upstream stages produce."""
+    state = {n: {"output_hash": f"hash-{n}"} for n in NAMES}
+    before = plan(base_overrides, state)
+    state.update({n: {"output_hash": h} for n, h in (new_hashes or {}).items()})
+    after = plan(new_overrides, state)
+    return [n for n in NAMES if before[n] != after[n]]
+
+
+@pytest.mark.parametrize("key, own", [
+    ("data.max_length=200", ["data", "train", "distill", "quantize"]),
+    ("model.num_hidden_layers=3", ["data", "train"]),           # the dataset's hash may not change: train must
+    ("train.lr=0.01", ["train"]),
+    ("distill.alpha=0.9", ["distill"]),
+    ("quantize.n_calibration=48", ["quantize"]),
+    ("pipeline.quantize_method=onnx", ["quantize"]),
+    ("loadtest.users=3", ["loadtest"]),
+    ("serve.max_num_seqs=8", ["loadtest"]),
+])
+def test_a_changed_key_reruns_its_stages(key, own):
+    assert stale([], [key]) == own
+
+
+def test_a_new_artifact_reruns_everything_downstream():
+    assert stale([], [], {"train": "new"}) == ["distill", "loadtest"]
+    assert stale([], [], {"distill": "new"}) == ["quantize", "loadtest"]
+    assert stale([], [], {"data": "new"}) == ["train", "distill", "quantize", "loadtest"]
+
+
+def test_unchanged_is_stable():
+    assert stale(["train.lr=0.01"], ["train.lr=0.01"]) == []
