@@ -174,6 +174,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Something already listens there (a readiness check would talk to it instead of our server)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1" if host in ("0.0.0.0", "") else host, port)) == 0
+
+
 def serve_cache_dir(cfg: ServeConfig) -> Path:
     if cfg.cache_dir is not None:
         return Path(cfg.cache_dir).resolve()

@@ -111,6 +111,8 @@ def run(args) -> int:
     if args.print_command:
         print(json.dumps(launch.describe(), indent=2))
         return 0
+    if plan.port_in_use(launch.host, launch.port):
+        raise PersonaGPTError(f"port {launch.port} on {launch.host} is already in use (serve.port / --port)")
     api_key = os.environ.get(cfg.api_key_env) or None
     if api_key is None and cfg.host not in LOOPBACK:
         say(f"warning: {cfg.api_key_env} is not set: the API on {cfg.host} accepts requests without a key")

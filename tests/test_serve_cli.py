@@ -109,6 +109,16 @@ def test_wait_then_stop(tmp_path, serve_artifact):
             os.killpg(rec["pgid"], signal.SIGKILL)
 
 
+def test_port_in_use_exits_2(tmp_path, serve_artifact):
+    fake = FakeServer()
+    try:
+        port = fake.url.rsplit(":", 1)[1]
+        p = run("--artifact", str(serve_artifact), "--engine", "baseline", "--port", port, "--wait", cache=tmp_path)
+        assert p.returncode == 2 and f"port {port}" in p.stderr and "in use" in p.stderr
+    finally:
+        fake.close()
+
+
 def test_stop_without_server_exits_2(tmp_path):
     p = run("--stop", "--port", "8999", cache=tmp_path)
     assert p.returncode == 2 and "no server" in p.stderr
