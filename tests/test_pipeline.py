@@ -49,7 +49,11 @@ def test_end_to_end_artifacts_and_report(pipeline_run):
     assert quant["parents"]["model"]["content_hash"] == student["content_hash"]
     assert quant["model"]["quantization"]["method"] == "int8"
     summary = json.loads((run_dir / "loadtest" / "quantized" / "summary.json").read_text())
-    assert summary["levels"][-1]["output_tokens"] > 0 if "output_tokens" in summary["levels"][-1] else True
+    level = summary["levels"][-1]
+    assert level["output_tokens"] > 0 and level["failed"] == 0
+    assert 0 < level["ttft_ms"]["p50"] < level["e2e_ms"]["p50"]
+    answers = json.loads((run_dir / "loadtest" / "quantized" / "answers.json").read_text())
+    assert len(answers) == 3  # the report's held-out questions, answered by the served model
     report = (run_dir / "report.md").read_text()
     for must in ("| teacher |", "| student |", "| quantized (int8) |", "the real persona", "student (HF generate)",
                  "quantized (vLLM)", "![", "## Stages"):

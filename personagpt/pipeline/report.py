@@ -136,11 +136,13 @@ def write_report(run_dir: Path, cfg, timings: dict[str, dict] | None = None) -> 
     lines += ["## Sample answers to held-out questions", ""]
     for i, q in enumerate(questions):
         last_user = next((m["content"] for m in reversed(q["messages"]) if m["role"] == "user"), "")
-        lines += [f"### Question {i + 1}", "", f"> **user:** {last_user}", "",
-                  f"- **the real persona:** {q['persona_reply']}"]
+        quoted = "\n".join("> " + ln for ln in f"**user:** {last_user}".splitlines())
+        lines += [f"### Question {i + 1}", "", quoted, "",
+                  f"- **the real persona:** {q['persona_reply'].replace(chr(10), ' / ')}"]
         for name, ans in answers.items():
             if ans is not None:
-                lines.append(f"- **{name}:** {ans[i] if i < len(ans) else '—'}")
+                text = (ans[i] if i < len(ans) else "—").strip().replace("\n", " / ") or "(empty reply)"
+                lines.append(f"- **{name}:** {text}")
         lines.append("")
     # every stage's plots, from the run folders (artifacts keep copies under training/)
     plots = sorted(p for p in run_dir.rglob("*.png") if not {"checkpoints", "training"} & set(p.parts))
