@@ -8,7 +8,8 @@ artifact with ``serve/run.py``, runs ``loadtest/run.py`` (fixed concurrency, sam
 ignore_eos) at every level, and stops the server. Then: output tokens/s and TTFT p95 of both engines per level
 and the vLLM / baseline ratios. Cross-check: at concurrency ``--xcheck`` vLLM's benchmark client
 (``vllm.benchmarks.serve``, in .venv-serve) sends the same number of requests with the same prompts and
-concurrency as the Locust run at that level; TTFT, time per output token and throughput are compared.
+concurrency as a Locust run, alternating ``--xcheck-repeats`` times; TTFT, time per output token and throughput
+are compared (medians, with each repeat's range: on a shared machine the noise between repeats is large).
 
 Writes ``bench.json``, ``bench.md`` (the tables), ``bench.png`` and every run's own results folder.
 Servers already running can be given instead (``--vllm-url``, ``--baseline-url``; API key from the environment).
@@ -97,34 +98,65 @@ def load(url: str, out: Path, users: int, duration: float, args, extra: list[str
     return summary
 
 
-def xcheck(url: str, model: str, locust_out: Path, locust: dict, users: int, out: Path, args) -> dict:
-    """vLLM's benchmark client with the Locust run's prompts, request count, concurrency and output length."""
-    plan = json.loads((locust_out / "plan.json").read_text())
+METRICS = [  # (row, Locust summary path, vLLM benchmark result key)
+    ("output tokens/s", ("output_tokens_per_s",), "output_throughput"),
+    ("requests/s", ("requests_per_s",), "request_throughput"),
+    ("TTFT mean (ms)", ("ttft_ms", "mean"), "mean_ttft_ms"),
+    ("TTFT p50 (ms)", ("ttft_ms", "p50"), "p50_ttft_ms"),
+    ("TTFT p95 (ms)", ("ttft_ms", "p95"), "p95_ttft_ms"),
+    ("ITL mean = vLLM TPOT mean (ms)", ("itl_ms", "mean"), "mean_tpot_ms"),
+    ("ITL p50 = vLLM TPOT p50 (ms)", ("itl_ms", "p50"), "p50_tpot_ms"),
+    ("ITL p95 = vLLM TPOT p95 (ms)", ("itl_ms", "p95"), "p95_tpot_ms"),
+    ("E2E p50 (ms)", ("e2e_ms", "p50"), "p50_e2el_ms"),
+    ("duration (s)", ("duration_s",), "duration"),
+]
+
+
+def vllm_client(url: str, model: str, plan_dir: Path, requests: int, users: int, out: Path) -> dict:
+    """vLLM's benchmark client with a Locust run's prompts (same order), concurrency and output length."""
+    plan = json.loads((plan_dir / "plan.json").read_text())
     python = os.environ.get("PERSONAGPT_VLLM_PYTHON") or str(ROOT / ".venv-serve" / "bin" / "python")
-    result = out / "vllm_client.json"
-    cmd = [python, str(VLLM_CLIENT), "--url", url, "--model", model, "--prompts", str(locust_out / "plan.json"),
-           "--concurrency", str(users), "--num-prompts", str(locust["completed"]), "--max-tokens",
-           str(plan["max_tokens"]), "--temperature", str(plan["temperature"]), "--tokenizer", plan["tokenizer"],
-           "--api-key-env", plan["api_key_env"], "--out", str(result)]
-    with open(out / "vllm_client.log", "w") as log:
+    result = out.with_suffix(".json")
+    cmd = [python, str(VLLM_CLIENT), "--url", url, "--model", model, "--prompts", str(plan_dir / "plan.json"),
+           "--concurrency", str(users), "--num-prompts", str(requests), "--max-tokens", str(plan["max_tokens"]),
+           "--temperature", str(plan["temperature"]), "--tokenizer", plan["tokenizer"], "--api-key-env",
+           plan["api_key_env"], "--out", str(result)]
+    with open(out.with_suffix(".log"), "w") as log:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=1800)
     if proc.returncode != 0:
-        raise PersonaGPTError(f"vLLM's benchmark client failed ({proc.returncode}); see {out / 'vllm_client.log'}")
-    v = json.loads(result.read_text())
-    rows = [("requests", locust["completed"], v["completed"]),
-            ("output tokens/s", locust["output_tokens_per_s"], v["output_throughput"]),
-            ("requests/s", locust["requests_per_s"], v["request_throughput"]),
-            ("TTFT mean (ms)", locust["ttft_ms"]["mean"], v["mean_ttft_ms"]),
-            ("TTFT p50 (ms)", locust["ttft_ms"]["p50"], v["p50_ttft_ms"]),
-            ("TTFT p95 (ms)", locust["ttft_ms"]["p95"], v["p95_ttft_ms"]),
-            ("ITL = TPOT mean (ms)", locust["itl_ms"]["mean"], v["mean_tpot_ms"]),
-            ("ITL = TPOT p50 (ms)", locust["itl_ms"]["p50"], v["p50_tpot_ms"]),
-            ("ITL = TPOT p95 (ms)", locust["itl_ms"]["p95"], v["p95_tpot_ms"]),
-            ("E2E p50 (ms)", locust["e2e_ms"]["p50"], v["p50_e2el_ms"]),
-            ("duration (s)", locust["duration_s"], v["duration"])]
-    return {"users": users, "vllm_client": v,
-            "rows": [{"metric": m, "locust": a, "vllm_bench": b, "diff_pct": 100.0 * (a - b) / b if b else None}
-                     for m, a, b in rows]}
+        raise PersonaGPTError(f"vLLM's benchmark client failed ({proc.returncode}); see {out.with_suffix('.log')}")
+    return json.loads(result.read_text())
+
+
+def xcheck(url: str, users: int, repeats: int, out: Path, args) -> dict:
+    """Alternate Locust and vLLM's client ``repeats`` times at the same load (same prompts in the same order, same
+    request count, concurrency, output length): the spread of each tool's repeats shows the machine's noise."""
+    import statistics
+
+    loc, vb = [], []
+    for i in range(repeats):
+        d = out / f"locust-{i + 1}"
+        s = load(url, d, users, args.duration, args, args.overrides)
+        loc.append(s)
+        vb.append(vllm_client(url, s["model"], d, s["completed"], users, out / f"vllm-bench-{i + 1}"))
+        say(f"cross-check {i + 1}/{repeats}: Locust {s['output_tokens_per_s']:.1f} tok/s, TTFT p50 "
+            f"{s['ttft_ms']['p50']:.1f} ms | vllm bench {vb[-1]['output_throughput']:.1f} tok/s, TTFT p50 "
+            f"{vb[-1]['p50_ttft_ms']:.1f} ms ({s['completed']} requests each)")
+    rows = []
+    for name, path, key in METRICS:
+        a = [_get(s, path) for s in loc]
+        b = [v[key] for v in vb]
+        ma, mb = statistics.median(a), statistics.median(b)
+        rows.append({"metric": name, "locust": ma, "vllm_bench": mb, "locust_runs": a, "vllm_bench_runs": b,
+                     "diff_pct": 100.0 * (ma - mb) / mb if mb else None,
+                     "pair_diff_pct": [100.0 * (x - y) / y if y else None for x, y in zip(a, b)]})
+    return {"users": users, "repeats": repeats, "requests": [s["completed"] for s in loc], "rows": rows}
+
+
+def _get(d: dict, path: tuple):
+    for k in path:
+        d = d[k]
+    return d
 
 
 def tables(result: dict) -> str:
@@ -142,11 +174,19 @@ def tables(result: dict) -> str:
                      f"{r['vllm']['requests_per_s']:.2f} | {r['baseline']['requests_per_s']:.2f} |")
     if result.get("xcheck"):
         x = result["xcheck"]
-        lines += ["", f"## Locust vs vLLM's benchmark client (vLLM, {x['users']} concurrent, same prompts and "
-                      f"request count)", "", "| metric | Locust | vllm bench | diff |", "|---|---:|---:|---:|"]
+        lines += ["", f"## Locust vs vLLM's benchmark client (vLLM server, {x['users']} concurrent users, same "
+                      f"prompts, request count and output length; {x['repeats']} alternating repeats of "
+                      f"{', '.join(map(str, x['requests']))} requests; medians, and each repeat's range)", "",
+                  "| metric | Locust | vllm bench | diff of medians | diff per repeat |", "|---|---:|---:|---:|---|"]
+
+        def rng(v):
+            return f"{min(v):.1f}-{max(v):.1f}"
+
         for row in x["rows"]:
             d = "" if row["diff_pct"] is None else f"{row['diff_pct']:+.1f}%"
-            lines.append(f"| {row['metric']} | {row['locust']:.2f} | {row['vllm_bench']:.2f} | {d} |")
+            per = ", ".join("" if p is None else f"{p:+.0f}%" for p in row["pair_diff_pct"])
+            lines.append(f"| {row['metric']} | {row['locust']:.2f} ({rng(row['locust_runs'])}) | "
+                         f"{row['vllm_bench']:.2f} ({rng(row['vllm_bench_runs'])}) | {d} | {per} |")
     return "\n".join(lines) + "\n"
 
 
@@ -182,8 +222,6 @@ def run(args) -> int:
     levels = sorted({int(x) for x in args.levels.split(",")})
     if not levels or levels[0] < 1:
         raise ConfigError(f"--levels {args.levels!r}: positive integers, comma-separated")
-    if args.xcheck and args.xcheck not in levels:
-        raise ConfigError(f"--xcheck {args.xcheck} must be one of --levels {levels}")
     out = Path(args.out)
     serve_overrides = [f"serve.max_num_seqs={max(64, levels[-1])}", *args.serve_overrides]
     with staging_dir(out) as tmp:
@@ -209,9 +247,7 @@ def run(args) -> int:
                     say(f"cross-check at {args.xcheck} users with vLLM's benchmark client ...")
                     xdir = tmp / f"xcheck-u{args.xcheck}"
                     xdir.mkdir()
-                    loc_out = xdir / "locust"
-                    loc = load(url, loc_out, args.xcheck, args.duration, args, args.overrides)
-                    xc = xcheck(url, loc["model"], loc_out, loc, args.xcheck, xdir, args)
+                    xc = xcheck(url, args.xcheck, args.xcheck_repeats, xdir, args)
             finally:
                 if server is not None:
                     server.stop()
@@ -266,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default="1,8,32", help="concurrency levels (default 1,8,32)")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds per level")
     ap.add_argument("--xcheck", type=int, default=8, help="concurrency of the cross-check (0: none)")
+    ap.add_argument("--xcheck-repeats", type=int, default=3, help="alternating Locust / vLLM client runs")
     ap.add_argument("--vllm-url", help="use this running vLLM server instead of starting one")
     ap.add_argument("--baseline-url", help="use this running baseline server instead of starting one")
     ap.add_argument("--serve", dest="serve_overrides", action="append", default=[], metavar="serve.KEY=VALUE",
