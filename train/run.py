@@ -41,9 +41,10 @@ def main(argv=None) -> int:
 
     def _run(a) -> int:
         from personagpt.config import load_config
+
+        cfg = load_config(a.config, a.overrides)  # config errors exit before torch is imported
         from personagpt.training.job import TrainingJob
 
-        cfg = load_config(a.config, a.overrides)
         TrainingJob(cfg, resume=a.resume, fresh=a.fresh).run()
         return 0
 

@@ -86,6 +86,10 @@ class TrainingJob:
         """Extra top-level manifest fields, computed on rank 0 with the exported model (CPU, fp32) in hand."""
         return {}
 
+    def resume_fingerprint(self) -> dict[str, Any]:
+        """Config that must not change between a checkpoint and its resume (it defines the model's shape)."""
+        return {"model": self.cfg.model.model_dump(mode="json")}
+
     # --- checks (no writes) -------------------------------------------------------------------------------------
     def _check_dataset(self) -> Path | None:
         if self.tcfg.dataset is None:
@@ -117,11 +121,22 @@ class TrainingJob:
                     raise ConfigError(f"--resume: {latest.path} was trained with {key}={st.get(key)!r}, this run has "
                                       f"{want!r} ({self.section}.{key if key != 'lora' else 'lora.enabled'}); data order, "
                                       f"schedule and states must match to continue exactly")
+            if st.get("fingerprint") is not None and st["fingerprint"] != self.resume_fingerprint():
+                changed = sorted(k for k in st["fingerprint"] if st["fingerprint"][k] != self.resume_fingerprint().get(k))
+                raise ConfigError(f"--resume: {latest.path} was trained with a different {', '.join(changed)}: config; "
+                                  f"resume with the config it was started with, or pass --fresh")
             return latest
         if latest is not None and not self.fresh:
             raise ConfigError(f"{self.section}.run_dir: {self.run_dir} holds checkpoints of an earlier run (latest step "
                               f"{latest.step}); pass --resume to continue it or --fresh to start over")
         return None
+
+    def _check_resume_dataset(self, resume_from) -> str | None:
+        dataset_hash = read_manifest(self.dataset_dir).get("content_hash")
+        if resume_from is not None and resume_from.state.get("dataset_content_hash") not in (None, dataset_hash):
+            raise ConfigError(f"--resume: {resume_from.path} was trained on another dataset than {self.dataset_dir} "
+                              f"(content hash differs); the data order would not continue")
+        return dataset_hash
 
     # --- the run ------------------------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -152,6 +167,7 @@ class TrainingJob:
         if self.dataset_dir is not None:  # the batch must fit the training split before anything is written
             tok, train_enc, val_enc = self._load_data(load_tokenizer, read_split, max_length)
             TrainData(train_enc, self.plan, self.cfg.seed, tok.pad_token_id)
+            dataset_hash = self._check_resume_dataset(resume_from)
 
         # 2. writes start here
         if self.fresh and dist.is_main and self.run_dir.exists():
@@ -161,6 +177,7 @@ class TrainingJob:
         barrier()
         if self.dataset_dir is None:
             self.dataset_dir = main_first(dist, self._prepare_dataset, prepare)
+            dataset_hash = self._check_resume_dataset(resume_from)
             tok, train_enc, val_enc = self._load_data(load_tokenizer, read_split, max_length)
         data = TrainData(train_enc, self.plan, self.cfg.seed, tok.pad_token_id)
         steps_per_epoch = data.sampler.steps_per_epoch
@@ -226,7 +243,8 @@ class TrainingJob:
                                 seed=self.cfg.seed, debug_sigkill_at_step=tcfg.debug_sigkill_at_step,
                                 title=self.title)
         meta = {"world_size": dist.world_size, "zero_stage": tcfg.zero_stage, "lora": tcfg.lora.enabled,
-                "global_batch_size": self.plan.global_batch_size, "total_steps": total_steps}
+                "global_batch_size": self.plan.global_batch_size, "total_steps": total_steps,
+                "fingerprint": self.resume_fingerprint(), "dataset_content_hash": dataset_hash}
         trainer = Trainer(engine, data, val_enc, tok, dist, settings, self.ckpt_dir, logger, self.loss_fn(), meta,
                           t_start=t_start)
         state = trainer.fit(start_step, resumed_state)
