@@ -69,6 +69,7 @@ def run_level(url: str, model: str, api_key: str | None, concurrency: int, n: in
             with lock:
                 results.append(r)
 
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in threads:
@@ -84,7 +85,9 @@ def run_level(url: str, model: str, api_key: str | None, concurrency: int, n: in
             "requests_s": round(len(ok) / wall, 2),
             "latency_p50_s": round(statistics.median(lat), 3) if lat else None,
             "latency_p95_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3) if lat else None,
-            "prompt_tokens_mean": round(statistics.mean(r["in"] for r in ok), 1) if ok else None}
+            "prompt_tokens_mean": round(statistics.mean(r["in"] for r in ok), 1) if ok else None,
+            # 1-minute load average around the level: other work on the machine skews every figure
+            "loadavg": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
 
 
 def bench_server(url: str, model: str, api_key: str | None, levels: list[int], requests_per_level: int,
@@ -97,7 +100,8 @@ def bench_server(url: str, model: str, api_key: str | None, levels: list[int], r
         row = {"engine": label, **run_level(url, model, api_key, c, n, max_tokens, offset)}
         offset += n
         print(f"{label:9s} c={c:<3d} {row['output_tok_s']:8.1f} out tok/s  {row['requests_s']:6.2f} req/s  "
-              f"p50 {row['latency_p50_s']}s  p95 {row['latency_p95_s']}s  errors {row['errors']}", flush=True)
+              f"p50 {row['latency_p50_s']}s  p95 {row['latency_p95_s']}s  errors {row['errors']}  "
+              f"load {row['loadavg'][0]}-{row['loadavg'][1]}", flush=True)
         rows.append(row)
     return rows
 

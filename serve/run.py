@@ -121,6 +121,15 @@ def run(args) -> int:
     say(f"starting {launch.engine} ({launch.device}) for {args.artifact} on {launch.url} as model "
         f"{launch.model!r}; log: {launch.log_file or 'stdout'}")
     launch.make_dirs()
+    stop_requested, received = threading.Event(), []
+    if not args.wait:  # before the server exists, so that no signal can orphan it
+
+        def on_signal(signum, frame):
+            received.append(signum)
+            stop_requested.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, on_signal)
     t0 = time.monotonic()
     proc = process.start(launch.argv, _server_env(launch, api_key), launch.log_file, cwd=ROOT)
     pidfile = _pidfile(cfg, launch.port)
@@ -136,8 +145,8 @@ def run(args) -> int:
     if args.wait:
         try:
             wait_ready(launch.url, launch.model, api_key, cfg.ready_timeout_s, proc.poll, launch.log_file)
-        except NotReady as e:
-            say(f"error: {e}")
+        except (NotReady, KeyboardInterrupt) as e:
+            say(f"error: {e}" if isinstance(e, NotReady) else "interrupted before the server was ready")
             res = process.stop_group(proc.pid, cfg.shutdown_timeout_s, proc)
             pidfile.unlink(missing_ok=True)
             say(f"server stopped (process group {proc.pid}, {res['seconds']:.1f} s)")
@@ -146,20 +155,10 @@ def run(args) -> int:
         say(f"ready: {launch.url} (process group {proc.pid}); stop with: python serve/run.py --stop "
             f"--port {launch.port}")
         return 0
-    return _foreground(proc, launch, cfg, api_key, pidfile, ready_record, t0)
+    return _foreground(proc, launch, cfg, api_key, pidfile, ready_record, t0, stop_requested, received)
 
 
-def _foreground(proc, launch, cfg, api_key, pidfile, ready_record, t0) -> int:
-    stop_requested = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum, frame):
-        received.append(signum)
-        stop_requested.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-
+def _foreground(proc, launch, cfg, api_key, pidfile, ready_record, t0, stop_requested, received) -> int:
     def watch_ready():
         try:
             wait_ready(launch.url, launch.model, api_key, cfg.ready_timeout_s,
