@@ -147,9 +147,10 @@ def xcheck(url: str, users: int, repeats: int, out: Path, args) -> dict:
         a = [_get(s, path) for s in loc]
         b = [v[key] for v in vb]
         ma, mb = statistics.median(a), statistics.median(b)
+        pairs = [100.0 * (x - y) / y for x, y in zip(a, b) if y]
         rows.append({"metric": name, "locust": ma, "vllm_bench": mb, "locust_runs": a, "vllm_bench_runs": b,
-                     "diff_pct": 100.0 * (ma - mb) / mb if mb else None,
-                     "pair_diff_pct": [100.0 * (x - y) / y if y else None for x, y in zip(a, b)]})
+                     "diff_pct": 100.0 * (ma - mb) / mb if mb else None, "pair_diff_pct": pairs,
+                     "median_pair_diff_pct": statistics.median(pairs) if pairs else None})
     return {"users": users, "repeats": repeats, "requests": [s["completed"] for s in loc], "rows": rows}
 
 
@@ -159,15 +160,15 @@ def _get(d: dict, path: tuple):
     return d
 
 
-def tables(result: dict) -> str:
-    lines = [f"# vLLM vs baseline: {result['artifact']}", "",
+def tables(result: dict, xcheck_only: bool = False) -> str:
+    lines = [] if xcheck_only else [f"# vLLM vs baseline: {result['artifact']}", "",
              f"Prompts: {result['prompts']['prompts']} held-out chats ({result['prompts']['input_tokens_min']}-"
              f"{result['prompts']['input_tokens_max']} input tokens, mean {result['prompts']['input_tokens_mean']}); "
              f"{result['max_tokens']} output tokens per request (ignore_eos); {result['duration_s']:g} s per level; "
              f"device: {result['device']}.", "",
              "| users | vLLM tok/s | baseline tok/s | ratio | vLLM TTFT p95 ms | baseline TTFT p95 ms | vLLM req/s "
              "| baseline req/s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in result["levels"]:
+    for r in result.get("levels", []):
         lines.append(f"| {r['users']} | {r['vllm']['output_tokens_per_s']:.1f} | "
                      f"{r['baseline']['output_tokens_per_s']:.1f} | {r['throughput_ratio']:.2f}x | "
                      f"{r['vllm']['ttft_p95_ms']:.1f} | {r['baseline']['ttft_p95_ms']:.1f} | "
@@ -177,16 +178,18 @@ def tables(result: dict) -> str:
         lines += ["", f"## Locust vs vLLM's benchmark client (vLLM server, {x['users']} concurrent users, same "
                       f"prompts, request count and output length; {x['repeats']} alternating repeats of "
                       f"{', '.join(map(str, x['requests']))} requests; medians, and each repeat's range)", "",
-                  "| metric | Locust | vllm bench | diff of medians | diff per repeat |", "|---|---:|---:|---:|---|"]
+                  "| metric | Locust | vllm bench | diff of medians | median diff of pairs | diff per repeat |",
+                  "|---|---:|---:|---:|---:|---|"]
 
         def rng(v):
             return f"{min(v):.1f}-{max(v):.1f}"
 
         for row in x["rows"]:
             d = "" if row["diff_pct"] is None else f"{row['diff_pct']:+.1f}%"
-            per = ", ".join("" if p is None else f"{p:+.0f}%" for p in row["pair_diff_pct"])
+            per = ", ".join(f"{p:+.0f}%" for p in row["pair_diff_pct"])
+            mp = "" if row["median_pair_diff_pct"] is None else f"{row['median_pair_diff_pct']:+.1f}%"
             lines.append(f"| {row['metric']} | {row['locust']:.2f} ({rng(row['locust_runs'])}) | "
-                         f"{row['vllm_bench']:.2f} ({rng(row['vllm_bench_runs'])}) | {d} | {per} |")
+                         f"{row['vllm_bench']:.2f} ({rng(row['vllm_bench_runs'])}) | {d} | {mp} | {per} |")
     return "\n".join(lines) + "\n"
 
 
@@ -227,7 +230,8 @@ def run(args) -> int:
     with staging_dir(out) as tmp:
         summaries: dict[str, dict[int, dict]] = {}
         xc = None
-        for engine in ("vllm", "baseline"):
+        engines = ("vllm",) if args.xcheck_only else ("vllm", "baseline")
+        for engine in engines:
             url = args.vllm_url if engine == "vllm" else args.baseline_url
             server = None
             if url is None:
@@ -237,7 +241,7 @@ def run(args) -> int:
                 say(f"{engine} ready at {url} in {server.startup_s:.0f} s")
             try:
                 summaries[engine] = {}
-                for users in levels:
+                for users in ([] if args.xcheck_only else levels):
                     say(f"{engine}: {users} users for {args.duration:g} s ...")
                     s = load(url, tmp / f"{engine}-u{users}", users, args.duration, args, args.overrides)
                     summaries[engine][users] = s
@@ -251,6 +255,12 @@ def run(args) -> int:
             finally:
                 if server is not None:
                     server.stop()
+        if args.xcheck_only:
+            (tmp / "xcheck.json").write_text(json.dumps(xc, indent=2) + "\n")
+            text = tables({"xcheck": xc}, xcheck_only=True)
+            (tmp / "xcheck.md").write_text(text)
+            print(text)
+            return 0
         first = summaries["vllm"][levels[0]]
 
         def pick(s):
@@ -303,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=30.0, help="seconds per level")
     ap.add_argument("--xcheck", type=int, default=8, help="concurrency of the cross-check (0: none)")
     ap.add_argument("--xcheck-repeats", type=int, default=3, help="alternating Locust / vLLM client runs")
+    ap.add_argument("--xcheck-only", action="store_true", help="only the cross-check (vLLM server only)")
     ap.add_argument("--vllm-url", help="use this running vLLM server instead of starting one")
     ap.add_argument("--baseline-url", help="use this running baseline server instead of starting one")
     ap.add_argument("--serve", dest="serve_overrides", action="append", default=[], metavar="serve.KEY=VALUE",

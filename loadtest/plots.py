@@ -27,13 +27,19 @@ def latency_vs_load(summary: dict[str, Any], path: Path) -> Path:
     x, xlabel = _load_axis(summary)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, key in zip(axes, ("ttft", "itl", "e2e")):
+        top = 0.0
         for pct, style in zip(PCTS, ("o-", "s--", "^:")):
             y = [lv[f"{key}_ms"][pct] for lv in summary["levels"]]
             ax.plot(x, [float("nan") if v is None else v for v in y], style, label=pct)
+            top = max([top, *(v for v in y if v is not None)])
         limit = summary["slo"]["thresholds"].get(f"{key}_p95_ms")
-        if limit is not None:
+        title = LABELS[key]
+        if limit is not None and limit <= 2 * top:
             ax.axhline(limit, color="red", lw=1, alpha=0.6, label="SLO (p95)")
-        ax.set_title(LABELS[key])
+        elif limit is not None:  # far above the data: say so instead of squashing the curves
+            title += f"\nSLO p95 <= {limit:g} ms (off scale)"
+        ax.set_ylim(bottom=0)
+        ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("ms")
         ax.grid(alpha=0.3)
