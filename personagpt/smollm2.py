@@ -14,6 +14,7 @@ from personagpt.artifacts import new_manifest, read_manifest, staging_dir, write
 from personagpt.errors import ArtifactError, PersonaGPTError
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONVERTER_VERSION = 2  # bump when the conversion changes: cached folders of another version are rebuilt
 
 
 def gguf_path() -> Path:
@@ -35,8 +36,8 @@ def convert(out: str | Path) -> Path:
 
     out = Path(out)
     try:
-        read_manifest(out, kind="model")
-        return out
+        if read_manifest(out, kind="model").get("converter_version") == CONVERTER_VERSION:
+            return out
     except ArtifactError:
         pass
     src = gguf_path()
@@ -45,6 +46,10 @@ def convert(out: str | Path) -> Path:
     gguf_model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
     config = gguf_model.config
     config.dtype = torch.float32
+    # the dequantized fp32 weights are plain weights: a leftover `quantization_config: {quant_method: gguf}` would
+    # make every later loader (vLLM: "Unknown quantization method: gguf") treat the folder as quantized
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     model = type(gguf_model)(config)
     missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
     if unexpected or [k for k in missing if "lm_head" not in k]:
@@ -71,6 +76,7 @@ def convert(out: str | Path) -> Path:
     with staging_dir(out) as tmp:
         block = save_model_folder(model, tok, tmp)
         manifest = new_manifest("model", "fetch-smollm2", config={"gguf": str(src)}, model=block,
+                                converter_version=CONVERTER_VERSION,
                                 metrics={"convert_seconds": round(time.time() - t0, 1), "check_answer": answer})
         write_manifest(tmp, manifest)
     return out

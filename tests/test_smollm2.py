@@ -31,6 +31,8 @@ def test_converted_model_is_a_valid_artifact(smollm2):
     assert "paris" in m["metrics"]["check_answer"].lower()  # the conversion verified a real answer
     gen = json.loads((smollm2 / "generation_config.json").read_text())
     assert gen["eos_token_id"] == [2]  # <|im_end|>, not the GGUF's <|im_start|>
+    cfg = json.loads((smollm2 / "config.json").read_text())
+    assert "quantization_config" not in cfg  # dequantized weights: no leftover gguf quantization entry
 
 
 @pytest.mark.slow
