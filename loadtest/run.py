@@ -228,7 +228,11 @@ def run(args) -> int:
     plan, cfg = make_plan(args)
     timeout = None if args.web else (plan["run_s"] + plan["stop_timeout_s"] + 90
                                      + (args.expect_workers_max_wait if args.master else 0))
-    say(f"{plan['profile']} load on {plan['host']} for about {plan['run_s']:.0f} s; results: {plan['out_final']}")
+    if args.web:
+        say(f"Locust web UI on http://{args.web_host}:{args.web_port} ({plan['profile']} profile); Ctrl-C or SIGTERM "
+            f"ends it and writes the results to {plan['out_final']}")
+    else:
+        say(f"{plan['profile']} load on {plan['host']} for about {plan['run_s']:.0f} s; results: {plan['out_final']}")
     with staging_dir(plan["out_final"]) as tmp:
         plan["out"] = str(tmp)
         (tmp / "plan.json").write_text(json.dumps(plan, indent=2, ensure_ascii=False) + "\n")
@@ -303,6 +307,8 @@ def run_worker(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background: Locust would inherit the
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored SIGINT and not stop on our Ctrl-C
     if args.master and args.worker:
         print("error: --master and --worker exclude each other", file=sys.stderr)
         return 2
