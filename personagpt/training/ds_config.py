@@ -16,8 +16,9 @@ def use_torch_adam(tcfg, device_type: str) -> bool:
 
 
 def bucket_elements(num_params: int) -> int:
-    """Communication bucket size: a quarter of the model, between 1M and DeepSpeed's default 500M elements."""
-    return int(min(5e8, max(1 << 20, num_params // 4)))
+    """Communication bucket size: a quarter of the model, between 64K and DeepSpeed's default 500M elements (ZeRO-3
+    allocates its buckets whole: DeepSpeed's defaults would hold more memory than a small model's states)."""
+    return int(min(5e8, max(1 << 16, num_params // 4)))
 
 
 def build_ds_config(tcfg, plan: BatchPlan, dtype: torch.dtype, device_type: str, num_params: int,
@@ -31,8 +32,9 @@ def build_ds_config(tcfg, plan: BatchPlan, dtype: torch.dtype, device_type: str,
     if tcfg.zero_stage == 3:
         zero.update(stage3_prefetch_bucket_size=bucket, stage3_max_live_parameters=int(1e9),
                     stage3_max_reuse_distance=int(1e9),
-                    # small enough that the tiny model's matrices are partitioned too (norms stay whole)
-                    stage3_param_persistence_threshold=int(1e4),
+                    # parameters below this many elements stay whole on every rank: norms do, every matrix
+                    # (even the tiny preset's 32x64 projections) is partitioned
+                    stage3_param_persistence_threshold=1000,
                     stage3_gather_16bit_weights_on_model_save=True)
     pin = device_type == "cuda"
     if tcfg.offload_optimizer:

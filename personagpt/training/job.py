@@ -26,7 +26,8 @@ from personagpt.training.batching import BatchPlan, TrainData, encode_samples
 from personagpt.training.ds_config import build_ds_config, use_torch_adam
 from personagpt.training.env import Dist, barrier, expected_world_size, init_distributed, main_first
 from personagpt.training.export import gather_state_dict, merged_model, probe_batch, probe_logits
-from personagpt.training.loop import LoopSettings, Trainer, causal_lm_loss, lr_lambda, peak_memory_bytes
+from personagpt.training.loop import (LoopSettings, Trainer, causal_lm_loss, cpu_seconds, lr_lambda,
+                                      peak_memory_bytes)
 from personagpt.training.metrics import MetricsLogger, plot_loss_curve, read_metrics
 from personagpt.training.model_setup import (ModelSource, apply_lora, build_model, count_parameters,
                                              enable_activation_checkpointing, module_names, resolve_model_source,
@@ -255,16 +256,20 @@ class TrainingJob:
         probe = probe_batch(val_enc, tok.pad_token_id)
         engine_logits = probe_logits(engine.module, probe, dist.device)
         sd = gather_state_dict(engine, dist.is_main)
-        mem = torch.tensor([float(peak_memory_bytes(dist.device))], dtype=torch.float64)
-        mems = [torch.zeros_like(mem) for _ in range(dist.world_size)]
+        # per rank: peak memory, and CPU seconds (this process) -- on a shared machine the CPU time is what the run
+        # would take on idle cores, the wall time is what it took
+        mine = torch.tensor([float(peak_memory_bytes(dist.device)), cpu_seconds()], dtype=torch.float64)
+        ranks = [torch.zeros_like(mine) for _ in range(dist.world_size)]
         if dist.world_size > 1:
-            torch.distributed.all_gather(mems, mem)
+            torch.distributed.all_gather(ranks, mine)
         else:
-            mems = [mem]
+            ranks = [mine]
+        rank_stats = {"peak_memory_bytes_per_rank": [int(r[0].item()) for r in ranks],
+                      "cpu_seconds_per_rank": [round(float(r[1].item()), 1) for r in ranks]}
         out = None
         if dist.is_main:
             out = self._write_artifact(tok, sd, probe, engine_logits, state, plan_info, ds_config,
-                                       [int(m.item()) for m in mems], trainer.wall_seconds(), resume_from)
+                                       rank_stats, trainer.wall_seconds(), resume_from)
         barrier()
         return self.output_dir if out is None else out
 
@@ -295,7 +300,7 @@ class TrainingJob:
                               f"(data.val_fraction)")
         return tok, train_enc, val_enc
 
-    def _write_artifact(self, tok, sd, probe, engine_logits, state, plan_info, ds_config, peak_mem, wall,
+    def _write_artifact(self, tok, sd, probe, engine_logits, state, plan_info, ds_config, rank_stats, wall,
                         resume_from) -> Path:
         t0 = time.time()
         model = merged_model(lambda: self.build_skeleton(tok), sd, self.tcfg.lora.enabled)
@@ -328,7 +333,7 @@ class TrainingJob:
             "train_seconds": round(state.train_seconds, 1), "eval_seconds": round(state.eval_seconds, 1),
             "checkpoint_seconds": round(state.checkpoint_seconds, 1),
             "wall_seconds": round(wall, 1),
-            "peak_memory_bytes_per_rank": peak_mem,
+            **rank_stats,
             "export_logits_max_abs_diff": diff,
         }
         with staging_dir(self.output_dir) as tmp:

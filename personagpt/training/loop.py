@@ -68,6 +68,12 @@ def peak_memory_bytes(device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process has used so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def step_seed(seed: int, step: int, rank: int) -> int:
     """Dropout (LoRA) randomness as a function of (seed, step, rank): resumed steps draw the same numbers."""
     return (seed * 1_000_003 + step * 1009 + rank) % (2 ** 63)
