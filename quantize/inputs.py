@@ -50,31 +50,18 @@ def check_model_artifact(folder: Path, key: str = "quantize.model") -> tuple[dic
         hf = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{cfg_path}: invalid JSON: {e}") from None
-    quant = (manifest.get("model") or {}).get("quantization") or \
-        (None if leftover_gguf(hf) else hf.get("quantization_config"))
+    quant = (manifest.get("model") or {}).get("quantization") or hf.get("quantization_config")
     if quant:
         raise ArtifactError(f"{key}: {folder} is already quantized ({quant.get('method') or quant.get('quant_method')}); "
                             "quantize the unquantized model artifact it was made from")
     return manifest, hf
 
 
-def leftover_gguf(hf: dict) -> bool:
-    """A GGUF file's quantization_config left in config.json by a conversion that saved dequantized safetensors
-    (the SmolLM2 conversion does this): the weights on disk are plain floats."""
-    return (hf.get("quantization_config") or {}).get("quant_method") == "gguf"
-
-
 def load_float_model(model_dir: Path, dtype, device):
-    """The input model for quantization, in ``dtype`` on ``device``. A leftover GGUF quantization_config is dropped,
-    otherwise transformers would treat the float weights as GGUF-quantized (and refuse to re-quantize or save)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """The (unquantized) input model for quantization, in ``dtype`` on ``device``, in eval mode."""
+    from transformers import AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(str(model_dir))
-    if getattr(config, "quantization_config", None) is not None and \
-            leftover_gguf({"quantization_config": config.quantization_config}):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), config=config, dtype=dtype).to(device)
-    return model.eval()
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
 
 
 def linear_input_sizes(hf: dict) -> dict[str, int]:

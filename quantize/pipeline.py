@@ -3,7 +3,6 @@ the output artifact (staged: nothing is left behind on error) and print the comp
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from personagpt.template import encode_sample
 from personagpt.tokenizer import load_tokenizer
 
 from quantize.compare import log, plot, relative, table, torch_metrics
-from quantize.inputs import Inputs, calibration_ids, leftover_gguf, resolve_inputs
+from quantize.inputs import Inputs, calibration_ids, resolve_inputs
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".pt", ".png")
 REPORT_PNG = "quantize_report.png"
@@ -32,12 +31,6 @@ def copy_side_files(src: Path, dst: Path) -> None:
         if p.is_file() and p.name != MANIFEST and not p.name.endswith(WEIGHT_SUFFIXES) \
                 and not p.name.endswith(".index.json"):
             shutil.copy2(p, dst / p.name)
-    cfg_path = dst / "config.json"
-    if cfg_path.is_file():
-        hf = json.loads(cfg_path.read_text())
-        if leftover_gguf(hf):  # the weights written here are not GGUF: drop the conversion's leftover
-            del hf["quantization_config"]
-            cfg_path.write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
 
 
 def describe(block: dict) -> str:

@@ -154,8 +154,15 @@ def _run_serving_pod(rendered, serve_artifact, tmp_path: Path) -> None:
         selector = query.split("{", 1)[1].split("}", 1)[0]
         samples = [ln for ln in metrics.decode().splitlines() if ln.startswith(metric + "{")]
         assert samples and any(selector in ln for ln in samples), (query, samples)
-        # serve/run.py reported ready after its own real completion
-        assert any(ln.startswith("{") and json.loads(ln).get("event") == "ready" for ln in list(lines)), lines[-40:]
+        # serve/run.py reports ready after its own real completion (its smoke request may still be in flight when
+        # /health already answers, so give it the readiness probe's budget)
+        def ready_event() -> bool:
+            return any(ln.startswith("{") and json.loads(ln).get("event") == "ready" for ln in list(lines))
+
+        deadline = time.monotonic() + ready["periodSeconds"] * ready["failureThreshold"]
+        while not ready_event() and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(1)
+        assert ready_event(), lines[-40:]
     finally:
         # the kubelet's stop: SIGTERM to the container's main process, SIGKILL after the grace period
         t1 = time.monotonic()

@@ -16,9 +16,9 @@ Model states per rank are measured, not derived: after the last backward of a st
 ZeRO partitions, gradients and gradient buckets, optimizer states, fp32 master copies) is summed once. The formula
 column is what ZeRO predicts for the bytes per parameter of this setup with Ψ parameters on N ranks:
 
-    fp32 (CPU):   stage 0: 16Ψ     stage 1: 8Ψ + 12Ψ/N    stage 2: 4Ψ + 16Ψ/N    stage 3: 16Ψ/N
-                  (4 weights + 4 gradients + 8 Adam moments; DeepSpeed's ZeRO-1/2 also keep a 4-byte fp32 master
-                  copy of their partition, ZeRO-3 in fp32 updates its partition in place)
+    fp32 (CPU):   stage 0: 16Ψ     stage 1: 8Ψ + 12Ψ/N    stage 2: 4Ψ + 16Ψ/N    stage 3: 20Ψ/N
+                  (4 weights + 4 gradients + 8 Adam moments; with ZeRO, DeepSpeed also keeps a 4-byte fp32 master
+                  copy of each rank's partition even when the weights are fp32 already)
     bf16 (GPU):   the ZeRO paper's mixed precision: 16Ψ, 4Ψ + 12Ψ/N, 2Ψ + 14Ψ/N, 16Ψ/N
 
 On a GPU the table adds MFU for bf16 (6Ψ + attention FLOPs per token against the GPU's dense bf16 peak).
@@ -49,7 +49,7 @@ GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12,
 def formula_bytes(stage: int, psi: int, n: int, mixed: bool) -> float:
     if mixed:
         return {0: 16 * psi, 1: 4 * psi + 12 * psi / n, 2: 2 * psi + 14 * psi / n, 3: 16 * psi / n}[stage]
-    return {0: 16 * psi, 1: 8 * psi + 12 * psi / n, 2: 4 * psi + 16 * psi / n, 3: 16 * psi / n}[stage]
+    return {0: 16 * psi, 1: 8 * psi + 12 * psi / n, 2: 4 * psi + 16 * psi / n, 3: 20 * psi / n}[stage]
 
 
 # --- worker (one rank of one configuration) --------------------------------------------------------------------
@@ -221,6 +221,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per configuration")
+    ap.add_argument("--table", type=Path, default=None, help="print the table of rows saved with --out, run nothing")
     # worker mode (started by the launcher)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -231,6 +232,14 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.worker:
         worker(a)
+        return 0
+
+    if a.table:
+        rows = json.loads(a.table.read_text())
+        for r in rows:  # the formula column follows this file's formulas
+            if "psi" in r:
+                r["formula_bytes"] = formula_bytes(r["stage"], r["psi"], r["ranks"], r["dtype"] != "float32")
+        print(fmt_table(rows))
         return 0
 
     import torch
