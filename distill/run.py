@@ -12,7 +12,6 @@ Bad input exits with code 2 and writes nothing.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,31 +22,16 @@ from personagpt.training.env import prepare_process_env  # noqa: E402  (before t
 prepare_process_env()
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="distill/run.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", "-c", type=Path, required=True, help="YAML config (configs/*.yaml)")
-    ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. distill.loss=jsd")
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
-    g.add_argument("--fresh", action="store_true", help="delete earlier checkpoints/metrics in distill.run_dir first")
-    ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+def job_class():
+    from distill.job import DistillJob
+
+    return DistillJob
 
 
 def main(argv=None) -> int:
-    from personagpt.cli import run_cli
+    from personagpt.training.entry import job_main
 
-    args = parse_args(argv)
-
-    def _run(a) -> int:
-        from distill.job import DistillJob
-        from personagpt.config import load_config
-
-        cfg = load_config(a.config, a.overrides)
-        DistillJob(cfg, resume=a.resume, fresh=a.fresh).run()
-        return 0
-
-    return run_cli(_run, args)
+    return job_main("distill/run.py", __doc__, "distill.loss=jsd", "distill", job_class, argv)
 
 
 if __name__ == "__main__":

@@ -320,11 +320,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="override for the servers started here (repeatable)")
     ap.add_argument("overrides", nargs="*", metavar="loadtest.KEY=VALUE", help="passed to every load test")
     args = ap.parse_intermixed_args(argv)
-    try:
-        return run(args)
-    except PersonaGPTError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    from personagpt.cli import run_cli
+
+    return run_cli(run, args)
 
 
 if __name__ == "__main__":

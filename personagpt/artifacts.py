@@ -98,6 +98,14 @@ def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> dict[str, An
     return manifest
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON file of an artifact (manifest.json, config.json); ArtifactError naming the file when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: invalid JSON: {e}") from None
+
+
 def read_manifest(folder: str | Path, kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:
     """Read an artifact's manifest; error naming the folder when it is not an artifact (of that kind)."""
     folder = Path(folder)
@@ -106,10 +114,7 @@ def read_manifest(folder: str | Path, kind: str | tuple[str, ...] | None = None)
         raise ArtifactError(f"{folder}: artifact folder does not exist")
     if not path.is_file():
         raise ArtifactError(f"{folder}: not an artifact (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: invalid JSON: {e}") from None
+    manifest = read_json(path)
     if kind is not None:
         kinds = (kind,) if isinstance(kind, str) else kind
         if manifest.get("kind") not in kinds:

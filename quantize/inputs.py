@@ -7,13 +7,12 @@ input size, a dataset with fewer train samples than ``quantize.n_calibration``.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from personagpt.artifacts import read_manifest
+from personagpt.artifacts import read_json, read_manifest
 from personagpt.errors import ArtifactError, ConfigError, DataError
 
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
@@ -46,10 +45,7 @@ def check_model_artifact(folder: Path, key: str = "quantize.model") -> tuple[dic
         raise ArtifactError(f"{key}: {folder}: model artifact has no config.json")
     if not any(p for g in WEIGHT_GLOBS for p in folder.glob(g)):
         raise ArtifactError(f"{key}: {folder}: model artifact has no weights (*.safetensors)")
-    try:
-        hf = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{cfg_path}: invalid JSON: {e}") from None
+    hf = read_json(cfg_path)
     quant = (manifest.get("model") or {}).get("quantization") or hf.get("quantization_config")
     if quant:
         raise ArtifactError(f"{key}: {folder} is already quantized ({quant.get('method') or quant.get('quant_method')}); "

@@ -5,7 +5,6 @@ Pure functions: nothing here starts a process, so every flag decision is testabl
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from personagpt.artifacts import read_manifest
+from personagpt.artifacts import read_json, read_manifest
 from personagpt.config.serve import ServeConfig
 from personagpt.errors import ArtifactError, ConfigError, PersonaGPTError
 
@@ -91,10 +90,7 @@ def inspect_artifact(path: str | Path) -> ArtifactInfo:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ArtifactError(f"{path}: model artifact has no config.json")
-    try:
-        hf = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{cfg_path}: invalid JSON: {e}") from None
+    hf = read_json(cfg_path)
     block = manifest.get("model")
     if not isinstance(block, dict):
         raise ArtifactError(f"{path / 'manifest.json'}: no 'model' block")

@@ -190,11 +190,9 @@ def _foreground(proc, launch, cfg, api_key, pidfile, ready_record, t0, stop_requ
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except PersonaGPTError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    from personagpt.cli import run_cli
+
+    return run_cli(run, args)
 
 
 if __name__ == "__main__":
