@@ -1,4 +1,4 @@
-"""ONNX export of a causal LM with KV cache (``torch.onnx.export``, dynamo exporter), then ONNX Runtime dynamic int8.
+"""ONNX export of a causal LM with KV cache (``torch.onnx.export``, dynamo exporter), then ONNX Runtime quantization.
 
 Graph inputs: ``input_ids``, ``attention_mask`` [batch, past+seq], ``position_ids``, and per layer
 ``past_key_values.{i}.key|value`` [batch, kv_heads, past, head_dim] (past may be 0 for the prefill); outputs
@@ -100,18 +100,47 @@ def export_onnx(model, path: Path, opset: int) -> dict[str, Any]:
             "head_dim": head_dim}
 
 
-def quantize_onnx_int8(src: Path, dst: Path, per_channel: bool, reduce_range: bool) -> dict[str, Any]:
-    """ONNX Runtime dynamic quantization: int8 weights (MatMul, and the embedding Gather), activations quantized to
-    uint8 per tensor at run time."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_onnx_weights(src: Path, dst: Path, o) -> dict[str, Any]:
+    """ONNX Runtime quantization of the fp32 graph ``src`` into ``dst`` per ``o`` (``quantize.onnx``).
 
+    blockwise (default): every Linear's MatMul becomes MatMulNBits — ``o.bits`` weights with one scale per
+    ``o.block_size`` inputs; with accuracy_level 4 its input is rounded to int8 per block at run time (int8 dot
+    products, the fast path on CPUs). The embedding Gather, attention and rotary MatMuls stay float.
+    dynamic: quantize_dynamic's MatMulInteger with int8 weights and one uint8 scale per activation tensor, computed
+    at run time. Fine for small models without activation outliers; real LLMs (SmolLM2: a few channels two orders
+    of magnitude above the rest) lose everything to the per-tensor activation scale."""
     big = (src.parent / EXTERNAL_DATA).is_file() or os.path.getsize(src) > PROTOBUF_LIMIT
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     reduce_range=reduce_range, use_external_data_format=big)
-    return {"bits": 8, "weights": f"int8, symmetric, {'per output channel' if per_channel else 'per tensor'}"
-                                  f"{' (7-bit range)' if reduce_range else ''}",
-            "activations": "uint8, one scale per tensor, computed at run time (dynamic)",
-            "weight_dtype": "int8", "library": f"onnxruntime {version_onnxruntime()}"}
+    lib = f"onnxruntime {version_onnxruntime()}"
+    if o.scheme == "dynamic":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=o.per_channel,
+                         reduce_range=o.reduce_range, use_external_data_format=big)
+        return {"scheme": "dynamic", "bits": 8, "weight_dtype": "int8", "library": lib,
+                "weights": f"int8, symmetric, {'per output channel' if o.per_channel else 'per tensor'}"
+                           f"{' (7-bit range)' if o.reduce_range else ''}",
+                "activations": "uint8, one scale per tensor, computed at run time (dynamic)"}
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    model = onnx.load(str(src))
+    # Only the Linear layers: MatMuls whose weight is a 2-D initializer (not rotary or attention products)
+    weights = {t.name for t in model.graph.initializer if len(t.dims) == 2}
+    linear = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
+    quantizer = MatMulNBitsQuantizer(model, bits=o.bits, block_size=o.block_size, is_symmetric=True,
+                                     accuracy_level=o.accuracy_level, nodes_to_exclude=others,
+                                     op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    done = sum(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node)
+    if done != len(linear):
+        raise RuntimeError(f"MatMulNBits replaced {done} of {len(linear)} linear MatMuls")
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=big)
+    acts = "int8, one scale per block, computed at run time" if o.accuracy_level == 4 else "float32"
+    return {"scheme": "blockwise", "bits": o.bits, "weight_dtype": f"int{o.bits}", "library": lib,
+            "weights": f"int{o.bits}, symmetric, one scale per {o.block_size} inputs (MatMulNBits)",
+            "activations": acts, "accuracy_level": o.accuracy_level, "block_size": o.block_size,
+            "quantized_matmuls": done}
 
 
 def onnx_weight_bytes(folder: Path) -> int:

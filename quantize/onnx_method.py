@@ -1,5 +1,6 @@
-"""The ``onnx`` method: export with KV cache, check that ONNX Runtime fp32 decodes exactly like torch, then dynamic
-int8. The artifact holds ``model.onnx`` (int8, or fp32 with ``quantize.onnx.quantize=false``) next to the input's
+"""The ``onnx`` method: export with KV cache, check that ONNX Runtime fp32 decodes exactly like torch, then quantize
+(blockwise MatMulNBits by default). The artifact holds ``model.onnx`` (quantized, or fp32 with
+``quantize.onnx.quantize=false``) next to the input's
 config, tokenizer, chat template and generation config."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from personagpt.models import eos_token_ids
 from personagpt.template import prompt_messages
 
 from quantize.compare import log
-from quantize.onnx_export import EXTERNAL_DATA, ONNX_FILE, export_onnx, quantize_onnx_int8
+from quantize.onnx_export import EXTERNAL_DATA, ONNX_FILE, export_onnx, quantize_onnx_weights
 from quantize.ort_model import OrtCausalLM
 
 FP32_DIR = "onnx-fp32"
@@ -78,9 +79,8 @@ def quantize_onnx(model_dir: Path, tokenizer, q, out: Path, samples: Sequence[di
     del ort_fp32, model
     block: dict[str, Any] = {"method": "onnx", "format": "onnx", "file": ONNX_FILE, **info}
     if q.onnx.quantize:
-        log("ONNX Runtime dynamic int8 quantization")
-        block.update(quantize_onnx_int8(fp32_dir / ONNX_FILE, out / ONNX_FILE, q.onnx.per_channel,
-                                        q.onnx.reduce_range))
+        log(f"ONNX Runtime quantization ({q.onnx.scheme})")
+        block.update(quantize_onnx_weights(fp32_dir / ONNX_FILE, out / ONNX_FILE, q.onnx))
         if q.onnx.keep_fp32:
             block["fp32_file"] = f"{FP32_DIR}/{ONNX_FILE}"
         else:

@@ -40,7 +40,12 @@ def describe(block: dict) -> str:
         return f"gptq {block['bits']}-bit {g}{' act-order' if block['desc_act'] else ''}"
     if m == "int8":
         return "int8 W8A8 (compressed-tensors)"
-    return "onnx int8 (ORT dynamic)" if block.get("bits") else "onnx fp32"
+    if not block.get("bits"):
+        return "onnx fp32"
+    if block.get("scheme") == "dynamic":
+        return "onnx int8 (ORT dynamic, per-tensor activations)"
+    acts = " + int8 activations" if block.get("accuracy_level") == 4 else ""
+    return f"onnx int{block['bits']} g{block['block_size']}{acts} (ORT MatMulNBits)"
 
 
 def load_eval(inp: Inputs, q, tokenizer) -> tuple[list[dict], list[dict]]:
