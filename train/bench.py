@@ -107,13 +107,15 @@ def worker(a) -> None:
 
     dist = init_distributed()
     cfg = load_config(PRESETS[a.model])
-    source = resolve_model_source(cfg.model)
+    source = resolve_model_source(cfg.model, convert_smollm2=not a.random_init)
     dtype = pick_dtype("auto", dist.device)
     torch.manual_seed(0)
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     if source.kind == "scratch":
         model = AutoModelForCausalLM.from_config(hf_config(source, cfg.model), dtype=dtype)
+    elif a.random_init:  # the checkpoint's architecture, random weights: same shapes and work, no weights needed
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(source.path)), dtype=dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(str(source.path), config=pretrained_config(source), dtype=dtype)
     model.config.use_cache = False
@@ -155,10 +157,11 @@ def worker(a) -> None:
 
 
 # --- driver ----------------------------------------------------------------------------------------------------
-def run_config(model: str, stage: int, ranks: int, tmp: Path, timeout: float) -> dict:
+def run_config(model: str, stage: int, ranks: int, tmp: Path, timeout: float, shape: tuple | None = None,
+               random_init: bool = False) -> dict:
     import socket
 
-    micro, seq, warmup, steps = SHAPES[model]
+    micro, seq, warmup, steps = shape or SHAPES[model]
     out = tmp / f"{model}-z{stage}-r{ranks}.json"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -167,9 +170,12 @@ def run_config(model: str, stage: int, ranks: int, tmp: Path, timeout: float) ->
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // ranks))
-    cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(ranks), "--master_port", str(port),
+    launcher = Path(sys.executable).parent / "deepspeed"  # the deepspeed script, or its module where not installed
+    launcher = [str(launcher)] if launcher.is_file() else [sys.executable, "-m", "deepspeed.launcher.runner"]
+    cmd = [*launcher, "--num_gpus", str(ranks), "--master_port", str(port),
            str(Path(__file__).resolve()), "--worker", "--model", model, "--stage", str(stage), "--micro", str(micro),
-           "--seq", str(seq), "--warmup", str(warmup), "--steps", str(steps), "--json", str(out)]
+           "--seq", str(seq), "--warmup", str(warmup), "--steps", str(steps), "--json", str(out),
+           *(["--random-init"] if random_init else [])]
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
@@ -184,7 +190,7 @@ def run_config(model: str, stage: int, ranks: int, tmp: Path, timeout: float) ->
            "peak_memory_bytes_per_rank": [r["peak_memory_bytes"] for r in per_rank],
            "model_states_bytes_per_rank": [r["model_states"] for r in per_rank],
            "formula_bytes": formula_bytes(stage, psi, ranks, mixed), "micro_batch": micro, "seq_len": seq,
-           "timed_steps": len(step_s), "job_seconds": round(time.time() - t0, 1)}
+           "timed_steps": len(step_s), "random_init": random_init, "job_seconds": round(time.time() - t0, 1)}
     if r0["device"] == "cuda" and mixed:
         peak = next((v for k, v in GPU_PEAK_BF16.items() if k in (r0["gpu_name"] or "")), None)
         flops_per_token = 6 * psi + 12 * r0["num_layers"] * r0["hidden_size"] * seq
@@ -222,6 +228,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per configuration")
     ap.add_argument("--table", type=Path, default=None, help="print the table of rows saved with --out, run nothing")
+    ap.add_argument("--shape", nargs=4, type=int, default=None, metavar=("MICRO", "SEQ", "WARMUP", "STEPS"),
+                    help="micro-batch, sequence length, warmup and timed steps for every model (default: per model, "
+                         "sized for CPUs; on a GPU use e.g. 16 512 3 10)")
+    ap.add_argument("--random-init", action="store_true",
+                    help="pretrained models: their architecture (config.json) with random weights — same shapes "
+                         "and work, for a machine that has the config but not the weights")
     # worker mode (started by the launcher)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -230,6 +242,9 @@ def main(argv=None) -> int:
     for k in ("stage", "micro", "seq", "warmup", "steps"):
         ap.add_argument(f"--{k}", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.shape and (min(a.shape) < 1 or a.shape[2] < 1):
+        ap.error("--shape: every value >= 1 (WARMUP >= 1: Adam's states only exist after the first optimizer step, "
+                 "and model states are measured on a later one)")
     if a.worker:
         worker(a)
         return 0
@@ -252,7 +267,7 @@ def main(argv=None) -> int:
         for model in a.models:
             for stage in a.stages:
                 for r in ranks:
-                    row = run_config(model, stage, r, Path(tmp), a.timeout)
+                    row = run_config(model, stage, r, Path(tmp), a.timeout, a.shape, a.random_init)
                     rows.append(row)
                     status = "failed" if "error" in row else f"{row['tokens_per_s']:.0f} tokens/s"
                     print(f"[{len(rows)}] {model} ZeRO-{stage} {r} rank(s): {status} "
