@@ -71,9 +71,9 @@ def goal_status(method: str, row: dict) -> str:
     goals = GOALS.get(method)
     if not goals:
         return "—"
-    ok = [row[k] <= v for k, v in goals.items()]
-    text = " & ".join((f"Δppl ≤ {v:g}%" if k == "ppl_increase_pct" else f"≤ {v:.0%} fp16 bytes") for k, v in goals.items())
-    return ("met: " if all(ok) else "MISSED: ") + text
+    parts = [(f"Δppl ≤ {v:g}%" if k == "ppl_increase_pct" else f"≤ {v:.0%} fp16 bytes", row[k] <= v)
+             for k, v in goals.items()]
+    return "; ".join(("met: " if ok else "MISSED: ") + text for text, ok in parts)
 
 
 def bench(args) -> int:
