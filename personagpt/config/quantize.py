@@ -45,7 +45,8 @@ class OnnxOptions(Section):
     bits: Literal[4, 8] = Field(8, description="blockwise: weight bits")
     block_size: Literal[16, 32, 64, 128, 256] = Field(32, description="blockwise: weights per scale along the input")
     accuracy_level: Literal[0, 1, 2, 3, 4] = Field(
-        4, description="blockwise: MatMulNBits compute type; 4: int8 activations (fast on CPUs), 0/1: float32")
+        4, description="blockwise: MatMulNBits compute type; 4: int8 activations (fast on CPUs), 3: bfloat16, "
+                       "2: float16, 0/1: float32")
     per_channel: bool = Field(True, description="dynamic: int8 weight scales per output channel (false: per tensor)")
     reduce_range: bool = Field(False, description="dynamic: 7-bit weights, avoids u8s8 saturation without VNNI")
     provider: Literal["auto", "cpu", "cuda"] = Field(
