@@ -6,7 +6,7 @@ writes the plan this file reads from ``$PERSONAGPT_LOADTEST_PLAN``). Workers of 
 
 What Locust shows (its console, web UI, CSV and HTML report):
 - ``POST /v1/chat/completions``: the whole streamed request (response time = end-to-end latency; "average size"
-  = output tokens per request; failures: HTTP errors, timeouts, error events or a stream without text).
+  = output tokens per request; failures: HTTP errors, timeouts, error events or a stream that generated no token).
 - ``LLM TTFT``: time to first token; ``LLM ITL``: time per output token after the first (vLLM's TPOT).
 Each request is also recorded exactly (``records.jsonl``) for ``summary.json``; workers send their records to the
 master with their regular stats reports.

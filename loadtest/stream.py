@@ -29,11 +29,18 @@ def chat_body(model: str, messages: list[dict], max_tokens: int, temperature: fl
 
 @dataclass
 class StreamParser:
-    """Feed it the lines of an ``text/event-stream`` body; it keeps times relative to ``start``."""
+    """Feed it the lines of an ``text/event-stream`` body; it keeps times relative to ``start``.
+
+    TTFT is the first chunk with text. A model may generate tokens that have no text (special tokens the server
+    skips, e.g. a weak model repeating its end-of-turn token under ``ignore_eos``): vLLM still streams one chunk
+    per such token with empty content. Those count as generated output when the stream has no text at all and the
+    server reports ``completion_tokens`` > 0; the first of them is then the first token.
+    """
 
     start: float
     first_token: float | None = None
     last_token: float | None = None
+    first_silent: float | None = None  # first token chunk without text (delta.content == "", no role)
     end: float | None = None
     chunks: int = 0
     text: list[str] = field(default_factory=list)
@@ -81,6 +88,9 @@ class StreamParser:
                 self.last_token = now
                 self.chunks += 1
                 self.text.append(content)
+            elif content == "" and "role" not in delta and not choice.get("finish_reason") \
+                    and self.first_silent is None:
+                self.first_silent = now
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return False
@@ -92,7 +102,11 @@ class StreamParser:
         if self.error is None and not self.done:
             self.error = "stream ended without [DONE]"
         if self.error is None and self.first_token is None:
-            self.error = "stream finished without generating any text"
+            generated = (self.usage or {}).get("completion_tokens")
+            if isinstance(generated, int) and generated > 0:  # tokens without text: output all the same
+                self.first_token = self.last_token = self.first_silent if self.first_silent is not None else self.end
+            else:
+                self.error = "stream finished without generating any text"
 
     def output_tokens(self, count_tokens: Callable[[str], int] | None = None) -> int | None:
         if self.usage and isinstance(self.usage.get("completion_tokens"), int):

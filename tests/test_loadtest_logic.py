@@ -62,6 +62,27 @@ def test_stream_parser_counts_with_the_tokenizer_only_without_usage():
     assert m["error"] is None and m["out"] == 11
 
 
+def test_stream_parser_tokens_without_text():
+    """A model that only emits special tokens (skipped by the server) under ignore_eos: vLLM streams one empty
+    chunk per token and reports them in usage. That is output (TTFT at the first such chunk), not a failure; the
+    same stream without usage tokens is one."""
+    lines = [(sse(chunk(role=True)), 0.30), (sse(chunk("")), 0.31), (sse(chunk("")), 0.40),
+             (sse(chunk("", finish="length")), 0.50)]
+    p = StreamParser(start=0.0)
+    for line, t in lines + [(sse({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}}), 0.51),
+                            (sse(b"[DONE]"), 0.52)]:
+        p.feed(line, t)
+    p.close(0.53)
+    m = p.metrics()
+    assert m["error"] is None and m["out"] == 3 and m["ttft"] == pytest.approx(0.31)
+    assert m["itl"] == pytest.approx((0.52 - 0.31) / 2)
+    p = StreamParser(start=0.0)
+    for line, t in lines + [(sse(b"[DONE]"), 0.52)]:
+        p.feed(line, t)
+    p.close(0.53)
+    assert "without generating any text" in p.metrics(lambda t: 0)["error"]
+
+
 @pytest.mark.parametrize("lines, error", [
     ([sse({"error": {"message": "engine dead", "code": 500}})], "engine dead"),
     ([sse(chunk("x"))], "without [DONE]"),
