@@ -94,10 +94,46 @@ class DistillJob(TrainingJob):
             self.student_cfg = student.config
             self.keep_layers = list(range(student.config.num_hidden_layers))
         else:
-            student, self.student_info = build_student(teacher, self.tcfg.student, seed=self.cfg.seed)
+            selection = None
+            if self.tcfg.student.keep_layers is None and self.tcfg.student.layer_selection == "angular":
+                self.keep_layers, selection = self._angular_layers(teacher, tokenizer)
+                self.student_cfg = student_config(teacher.config, self.tcfg.student, self.keep_layers)
+            student, self.student_info = build_student(teacher, self.tcfg.student, seed=self.cfg.seed,
+                                                       layers=self.keep_layers)
+            if selection is not None:
+                self.student_info["layer_selection"] = selection
         self.teacher_params = sum(p.numel() for p in teacher.parameters())
         self._setup_teacher(teacher)
         return student
+
+    def _angular_layers(self, teacher, tokenizer) -> tuple[list[int], dict[str, Any]]:
+        """Rank 0 measures the teacher on the first training samples and every rank keeps its choice (the same
+        on a resume: same teacher, same samples)."""
+        from distill.layer_selection import angular_keep_layers
+        from personagpt.data.prepare import read_split
+        from personagpt.evaluate import collate
+        from personagpt.training.batching import encode_samples
+
+        result = [None]
+        if self.dist.is_main:
+            scfg = self.tcfg.student
+            samples = read_split(self.dataset_dir, "train")[: scfg.selection_samples]
+            enc = encode_samples(tokenizer, samples, self.cfg.data.label_turns,
+                                 self.tcfg.max_length or self.cfg.data.max_length)
+            enc.sort(key=lambda e: len(e["input_ids"]))
+            bs, dev = self.tcfg.eval_batch_size, self.dist.device
+            batches = []
+            for i in range(0, len(enc), bs):
+                b = collate(enc[i:i + bs], tokenizer.pad_token_id)
+                batches.append((b["input_ids"].to(dev), b["attention_mask"].to(dev)))
+            keep, info = angular_keep_layers(teacher.to(dev), batches, len(self.keep_layers))
+            teacher.to("cpu")
+            info["samples"] = len(enc)
+            result = [(keep, info)]
+            print(f"student layers (angular): drop teacher layers {info.get('dropped')}, keep {keep}", flush=True)
+        if self.dist.world_size > 1:
+            torch.distributed.broadcast_object_list(result, src=0)
+        return result[0]
 
     def _setup_teacher(self, teacher) -> None:
         teacher.requires_grad_(False)

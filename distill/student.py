@@ -9,20 +9,16 @@ from typing import Any
 
 import torch
 
+from distill.layer_selection import evenly_spaced
 from personagpt.errors import ConfigError
 
 _LAYER = re.compile(r"^(model\.layers\.)(\d+)(\..*)$")
 
 
-def evenly_spaced(n_teacher: int, n_student: int) -> list[int]:
-    """``n_student`` teacher layer indices spread evenly, first and last always kept."""
-    if n_student == 1:
-        return [n_teacher - 1]
-    return sorted({round(i * (n_teacher - 1) / (n_student - 1)) for i in range(n_student)})
-
-
 def student_layers(scfg, n_teacher: int) -> list[int]:
-    """Validated list of teacher layers to keep (errors name ``distill.student.*``)."""
+    """Validated list of teacher layers to keep (errors name ``distill.student.*``). With
+    ``layer_selection: angular`` these are evenly spaced placeholders of the right count: the job measures the
+    teacher and replaces them (:func:`distill.layer_selection.angular_keep_layers`)."""
     if scfg.keep_layers is not None:
         bad = [i for i in scfg.keep_layers if not 0 <= i < n_teacher]
         if bad:
@@ -57,11 +53,13 @@ def student_config(teacher_config, scfg, layers: list[int]):
     return cfg
 
 
-def build_student(teacher: torch.nn.Module, scfg, seed: int = 0) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Build the student model; returns it and facts for the manifest (layers kept, how weights were set)."""
+def build_student(teacher: torch.nn.Module, scfg, seed: int = 0,
+                  layers: list[int] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the student model; returns it and facts for the manifest (layers kept, how weights were set).
+    ``layers``: the teacher layers to keep, when already chosen (default: from ``scfg``)."""
     from transformers import AutoModelForCausalLM
 
-    layers = student_layers(scfg, teacher.config.num_hidden_layers)
+    layers = layers if layers is not None else student_layers(scfg, teacher.config.num_hidden_layers)
     cfg = student_config(teacher.config, scfg, layers)
     torch.manual_seed(seed)
     student = AutoModelForCausalLM.from_config(cfg, dtype=next(teacher.parameters()).dtype)

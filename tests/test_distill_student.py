@@ -61,3 +61,37 @@ def test_scratch_init_differs_from_teacher(teacher):
 def test_bad_student_shapes(teacher, cfg, match):
     with pytest.raises(ConfigError, match=match):
         build_student(teacher, cfg)
+
+
+def _identity_layers(model, layers):
+    """Layers that add nothing to the residual stream (zero output projections): hidden in == hidden out."""
+    for i in layers:
+        layer = model.model.layers[i]
+        torch.nn.init.zeros_(layer.self_attn.o_proj.weight)
+        torch.nn.init.zeros_(layer.mlp.down_proj.weight)
+    return model
+
+
+def test_angular_selection_drops_the_block_that_changes_nothing():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from distill.layer_selection import angular_keep_layers, block_angular_distances
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64)
+    model = _identity_layers(LlamaForCausalLM(cfg), [2, 3])
+    ids = torch.randint(0, 128, (3, 10))
+    mask = torch.ones_like(ids)
+    mask[0, 7:] = 0  # padding does not count
+    dists = block_angular_distances(model, [(ids, mask)], 2)
+    assert len(dists) == 4  # starts 0..3; a block never swallows the last layer
+    assert dists[2] == pytest.approx(0.0, abs=1e-6) and min(dists[:2] + dists[3:]) > 0.01
+    keep, info = angular_keep_layers(model, [(ids, mask)], 4)
+    assert keep == [0, 1, 4, 5] and info["dropped"] == [2, 3]
+    # the last layer is kept even when it is the one that changes nothing
+    model = _identity_layers(LlamaForCausalLM(cfg), [5])
+    keep, _ = angular_keep_layers(model, [(ids, mask)], 5)
+    assert 5 in keep and len(keep) == 5
+    with pytest.raises(ValueError):
+        block_angular_distances(model, [(ids, mask)], 6)

@@ -46,6 +46,13 @@ def test_end_to_end_artifacts_and_report(pipeline_run):
     teacher, student, quant = (read_manifest(run_dir / n) for n in ("teacher", "student", "quantized"))
     assert teacher["world_size"] == 2 and student["world_size"] == 2  # the DeepSpeed launcher with 2 ranks
     assert student["parents"]["teacher"]["content_hash"] == teacher["content_hash"]
+    # the default angular layer selection, measured on rank 0 and shared with rank 1: the block it dropped is the
+    # one with the smallest measured distance, and the student holds exactly the other layers
+    sel = student["distillation"]["student"]["layer_selection"]
+    lo, hi = sel["dropped"]
+    assert sel["method"] == "angular" and sel["angular_distance"] == min(sel["angular_distance_by_start"])
+    assert student["distillation"]["student"]["keep_layers"] == [i for i in range(4) if not lo <= i <= hi]
+    assert 3 in student["distillation"]["student"]["keep_layers"]
     assert quant["parents"]["model"]["content_hash"] == student["content_hash"]
     assert quant["model"]["quantization"]["method"] == "int8"
     summary = json.loads((run_dir / "loadtest" / "quantized" / "summary.json").read_text())
