@@ -65,6 +65,9 @@ def test_end_to_end_artifacts_and_report(pipeline_run):
     for must in ("| teacher |", "| student |", "| quantized (int8) |", "the real persona", "student (HF generate)",
                  "quantized (vLLM)", "![", "## Stages"):
         assert must in report, must
+    plots = [ln for ln in report.splitlines() if ln.startswith("![")]
+    assert any("train/loss_curve.png" in ln for ln in plots) and any("loadtest/" in ln for ln in plots)
+    assert all(ln.split("](")[1].split("/")[0] in ("train", "distill", "quantized", "loadtest") for ln in plots)
     row = next(line for line in report.splitlines() if line.startswith("| quantized"))
     assert row.count("—") == 0, row  # every column measured for the served model
     assert "report:" in proc.stdout

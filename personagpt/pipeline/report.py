@@ -144,8 +144,10 @@ def write_report(run_dir: Path, cfg, timings: dict[str, dict] | None = None) -> 
                 text = (ans[i] if i < len(ans) else "—").strip().replace("\n", " / ") or "(empty reply)"
                 lines.append(f"- **{name}:** {text}")
         lines.append("")
-    # every stage's plots, from the run folders (artifacts keep copies under training/)
-    plots = sorted(p for p in run_dir.rglob("*.png") if not {"checkpoints", "training"} & set(p.parts))
+    # every stage's plots, from the pipeline's own folders (artifacts keep copies under training/; benchmarks or
+    # experiments a user ran into other folders of the run are not this run's stages)
+    plots = sorted(p for sub in ("train", "distill", "quantized", "loadtest") for p in (run_dir / sub).rglob("*.png")
+                   if not {"checkpoints", "training"} & set(p.relative_to(run_dir).parts))
     if plots:
         lines += ["## Plots", ""]
         lines += [f"![{p.relative_to(run_dir)}]({os.path.relpath(p, run_dir)})" for p in plots]
