@@ -104,7 +104,7 @@ class StreamParser:
         if self.error is None and self.first_token is None:
             generated = (self.usage or {}).get("completion_tokens")
             if isinstance(generated, int) and generated > 0:  # tokens without text: output all the same
-                self.first_token = self.last_token = self.first_silent if self.first_silent is not None else self.end
+                self.first_token = self.first_silent if self.first_silent is not None else self.end
             else:
                 self.error = "stream finished without generating any text"
 
