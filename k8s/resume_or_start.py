@@ -18,11 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python k8s/resume_or_start.py` puts k8s/ first on sys.path, not the checkout
-    sys.path.insert(0, str(ROOT))
-
-from personagpt.training.checkpoints import latest_checkpoint  # noqa: E402
+from personagpt.training.checkpoints import latest_checkpoint
 
 
 def plan(run_dir: Path, command: list[str]) -> tuple[list[str], str]:

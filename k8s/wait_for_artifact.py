@@ -15,12 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python k8s/wait_for_artifact.py` puts k8s/ first on sys.path, not the checkout
-    sys.path.insert(0, str(ROOT))
-
-from personagpt.artifacts import MANIFEST, read_manifest  # noqa: E402
-from personagpt.errors import ArtifactError  # noqa: E402
+from personagpt.artifacts import MANIFEST, read_manifest
+from personagpt.errors import ArtifactError
 
 
 def wait_for(folder: Path, kind: str, timeout: float, interval: float) -> dict:

@@ -29,10 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from personagpt.errors import ConfigError, PersonaGPTError  # noqa: E402
+from personagpt.errors import ConfigError, PersonaGPTError
 
 RUN = ROOT / "loadtest" / "run.py"
 SERVE = ROOT / "serve" / "run.py"

@@ -18,7 +18,6 @@ import itertools
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,9 @@ from locust.rpc import Message
 from locust.runners import WORKER_REPORT_INTERVAL, LocalRunner, MasterRunner, WorkerRunner
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # Locust imports this file by path; our modules live in the checkout
-    sys.path.insert(0, str(ROOT))
-
-from loadtest.locust_names import CHAT_PATH, ITL_NAME, LLM_TYPE, TTFT_NAME  # noqa: E402
-from loadtest.shapes import PoissonSchedule, SweepController, step_stages, step_users_at  # noqa: E402
-from loadtest.stream import StreamParser, chat_body  # noqa: E402
+from loadtest.locust_names import CHAT_PATH, ITL_NAME, LLM_TYPE, TTFT_NAME
+from loadtest.shapes import PoissonSchedule, SweepController, step_stages, step_users_at
+from loadtest.stream import StreamParser, chat_body
 
 PLAN_ENV = "PERSONAGPT_LOADTEST_PLAN"
 PLAN_WAIT_S = 60.0

@@ -24,14 +24,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python loadtest/run.py` puts loadtest/ first on sys.path, not the checkout
-    sys.path.insert(0, str(ROOT))
 
-from personagpt.errors import ConfigError, PersonaGPTError  # noqa: E402
+from personagpt.errors import ConfigError, PersonaGPTError
 
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 PLAN_ENV = "PERSONAGPT_LOADTEST_PLAN"

@@ -24,8 +24,6 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 TOPICS = ["the weekend", "your new job", "that movie", "the weather", "your trip", "dinner plans", "the game last night",
           "your sister", "music lately", "the book you lent me", "moving house", "your dog"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 from personagpt.artifacts import read_json, read_manifest
 from personagpt.config.serve import ServeConfig
 from personagpt.errors import ArtifactError, ConfigError, PersonaGPTError
+from personagpt.network import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON_ENV = "PERSONAGPT_VLLM_PYTHON"
@@ -162,19 +162,6 @@ def vllm_python() -> Path:
         raise PersonaGPTError(f"{p}: vLLM environment not found; build it with `make setup-serve` "
                               f"(or point {VLLM_PYTHON_ENV} at a Python that has vLLM)")
     return p
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Something already listens there (a readiness check would talk to it instead of our server)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(2)
-        return s.connect_ex(("127.0.0.1" if host in ("0.0.0.0", "") else host, port)) == 0
 
 
 def serve_cache_dir(cfg: ServeConfig) -> Path:
@@ -333,7 +320,6 @@ def _baseline_argv(info, cfg, device, model, port, env) -> tuple[list[str], int]
     if max_len > info.max_position_embeddings:
         raise ConfigError(f"serve.max_model_len: {max_len} exceeds the model's context length "
                           f"{info.max_position_embeddings} ({info.path})")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     argv = [sys.executable, "-m", "serve.baseline", "--artifact", str(info.path), "--served-model-name", model,
             "--host", cfg.host, "--port", str(port), "--dtype", dtype, "--max-model-len", str(max_len),
             "--api-key-env", cfg.api_key_env, "--device", "cuda" if device == "gpu" else "cpu"]

@@ -26,13 +26,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python serve/run.py` puts serve/ first on sys.path, not the checkout
-    sys.path.insert(0, str(ROOT))
 
-from personagpt.config import load_config  # noqa: E402
-from personagpt.errors import PersonaGPTError  # noqa: E402
-from serve import plan, process  # noqa: E402
-from serve.ready import NotReady, log_tail, wait_ready  # noqa: E402
+from personagpt.config import load_config
+from personagpt.errors import PersonaGPTError
+from personagpt.network import port_in_use
+from serve import plan, process
+from serve.ready import NotReady, log_tail, wait_ready
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -111,7 +110,7 @@ def run(args) -> int:
     if args.print_command:
         print(json.dumps(launch.describe(), indent=2))
         return 0
-    if plan.port_in_use(launch.host, launch.port):
+    if port_in_use(launch.host, launch.port):
         raise PersonaGPTError(f"port {launch.port} on {launch.host} is already in use (serve.port / --port)")
     api_key = os.environ.get(cfg.api_key_env) or None
     if api_key is None and cfg.host not in LOOPBACK:

@@ -18,9 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -58,8 +56,6 @@ def entry_overrides(script: str, overrides: list[str]) -> list[str]:
     """Overrides as the entry hands them to load_config: quantize/run.py scopes bare quantize keys itself
     (`method=int8` -> `quantize.method=int8`), with its own function."""
     if script == "quantize/run.py":
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))
         from quantize.run import scoped_overrides
 
         return scoped_overrides(overrides)

@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from fixtures.artifacts import TINY
-from fixtures.k8s import (ROOT, LocalPod, command_line, container_env, find, free_port, image_env,
+from personagpt.network import free_port
+from fixtures.k8s import (ROOT, LocalPod, command_line, container_env, find, image_env,
                           jobset_pod_fields)
 from personagpt.artifacts import read_manifest
 

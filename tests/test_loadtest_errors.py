@@ -12,12 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from fixtures.loadtest import run_loadtest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from personagpt.network import free_port
 
 
 def assert_clean_error(run, *needles):

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from loadtest import metrics  # noqa: E402
-from loadtest.shapes import PoissonSchedule, SweepController, step_stages, step_users_at  # noqa: E402
-from loadtest.stream import StreamParser  # noqa: E402
+from loadtest import metrics
+from loadtest.shapes import PoissonSchedule, SweepController, step_stages, step_users_at
+from loadtest.stream import StreamParser
 
 SLO = {"ttft_p95_ms": 100.0, "itl_p95_ms": 10.0, "e2e_p95_ms": 1000.0, "max_error_rate": 0.0, "min_goodput": None,
        "min_output_tokens_per_s": None}

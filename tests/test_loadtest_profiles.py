@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from fixtures.loadtest import RUN, ROOT, run_loadtest
+from personagpt.network import free_port
 
 # These tests are about load shapes, not latency targets (the SLO gate has its own tests): errors must stay at 0.
 NO_LATENCY_SLO = ["loadtest.slo.ttft_p95_ms=null", "loadtest.slo.itl_p95_ms=null", "loadtest.slo.e2e_p95_ms=null",
@@ -64,7 +65,7 @@ def test_sweep_stops_at_saturation(baseline_server, tiny_dataset, tmp_path):
 def test_distributed_master_and_workers(baseline_server, tiny_dataset, tmp_path):
     """--master --expect-workers 2 and two --worker processes (the flags the Kubernetes Jobs use); the workers
     get the plan (prompts, settings) from the master and send their records back."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PERSONAGPT_API_KEY": baseline_server.api_key}
     workers = [subprocess.Popen([sys.executable, str(RUN), "--worker", "--master-host", "127.0.0.1",
                                  "--master-port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -87,9 +88,3 @@ def test_distributed_master_and_workers(baseline_server, tiny_dataset, tmp_path)
     assert s["locust"]["e2e"]["requests"] == s["completed"] == len(run.records)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

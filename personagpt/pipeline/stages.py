@@ -4,21 +4,15 @@ exactly the command a user or a Kubernetes Job would type."""
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from personagpt.network import free_port
 from personagpt.paths import ROOT
 
 PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def default_ranks() -> int:

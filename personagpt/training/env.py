@@ -15,14 +15,9 @@ training collectives go through the torch process group either way.
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from personagpt.network import free_port
 
 
 def local_world_size() -> int:
@@ -62,7 +57,7 @@ def prepare_process_env() -> None:
         # plain `python train/run.py`: a one-rank job on this machine
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
 @dataclass(frozen=True)
