@@ -11,7 +11,8 @@ import torch
 from distill.objective import DistillObjective
 from distill.student import build_student, student_config, student_layers
 from personagpt.artifacts import read_manifest
-from personagpt.errors import ArtifactError, ConfigError
+from personagpt.model_artifact import open_model_artifact
+from personagpt.errors import ConfigError
 from personagpt.training.job import TrainingJob
 from personagpt.training.model_setup import ModelSource
 
@@ -32,12 +33,7 @@ class DistillJob(TrainingJob):
     # --- checks -------------------------------------------------------------------------------------------------
     def model_source(self) -> ModelSource:
         """The teacher artifact (validated before anything is written). LoRA targets are checked against it."""
-        try:
-            read_manifest(self.teacher_dir, kind="model")
-        except ArtifactError as e:
-            raise ConfigError(f"distill.teacher: {e}") from None
-        if not (self.teacher_dir / "config.json").is_file():
-            raise ConfigError(f"distill.teacher: {self.teacher_dir}: no config.json")
+        open_model_artifact(self.teacher_dir, "distill.teacher")
         from transformers import AutoConfig
 
         tcfg = AutoConfig.from_pretrained(str(self.teacher_dir))

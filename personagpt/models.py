@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from personagpt.artifacts import read_manifest
 from personagpt.errors import ArtifactError
 
 
@@ -88,15 +86,3 @@ def load_model(folder: str | Path, dtype: torch.dtype = torch.float32, device: s
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device)
     model.eval()
     return model, tok
-
-
-def model_artifact_info(folder: str | Path) -> dict[str, Any]:
-    """The manifest of a model artifact (error naming the folder when it is not one)."""
-    m = read_manifest(folder, kind="model")
-    if not (Path(folder) / "config.json").is_file():
-        raise ArtifactError(f"{folder}: model artifact has no config.json")
-    return m
-
-
-def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())

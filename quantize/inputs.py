@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from personagpt.artifacts import read_json, read_manifest
+from personagpt.artifacts import read_manifest
 from personagpt.errors import ArtifactError, ConfigError, DataError
-
-WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
-
+from personagpt.model_artifact import open_model_artifact
 
 @dataclass
 class Inputs:
@@ -37,20 +35,12 @@ def _resolve(path: Path | None, default: Path) -> Path:
 
 def check_model_artifact(folder: Path, key: str = "quantize.model") -> tuple[dict, dict]:
     """(manifest, config.json) of an unquantized model artifact with weights; error naming the folder otherwise."""
-    if not folder.is_dir():
-        raise ArtifactError(f"{key}: {folder}: model artifact folder does not exist")
-    manifest = read_manifest(folder, kind="model")
-    cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        raise ArtifactError(f"{key}: {folder}: model artifact has no config.json")
-    if not any(p for g in WEIGHT_GLOBS for p in folder.glob(g)):
-        raise ArtifactError(f"{key}: {folder}: model artifact has no weights (*.safetensors)")
-    hf = read_json(cfg_path)
-    quant = (manifest.get("model") or {}).get("quantization") or hf.get("quantization_config")
+    art = open_model_artifact(folder, key)
+    quant = art.quantization or art.hf_config.get("quantization_config")
     if quant:
         raise ArtifactError(f"{key}: {folder} is already quantized ({quant.get('method') or quant.get('quant_method')}); "
                             "quantize the unquantized model artifact it was made from")
-    return manifest, hf
+    return art.manifest, art.hf_config
 
 
 def load_float_model(model_dir: Path, dtype, device):

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from personagpt.artifacts import read_json, read_manifest
 from personagpt.config.serve import ServeConfig
 from personagpt.errors import ArtifactError, ConfigError, PersonaGPTError
+from personagpt.model_artifact import ModelArtifact, open_model_artifact
 from personagpt.network import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,21 +28,6 @@ VLLM_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console script 
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 CPU_BLOCK_SIZE = 128  # vLLM's CPU KV cache block (tokens)
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
-@dataclass
-class ArtifactInfo:
-    path: Path
-    name: str
-    manifest: dict[str, Any]
-    hf_config: dict[str, Any]
-    dtype: str
-    quantization: dict[str, Any] | None
-    max_position_embeddings: int
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
-    chat_template_file: Path | None
 
 
 @dataclass
@@ -78,58 +63,6 @@ class Launch:
         return {"engine": self.engine, "device": self.device, "url": self.url, "model": self.model,
                 "max_model_len": self.max_model_len, "argv": self.argv, "env": self.env,
                 "log_file": str(self.log_file) if self.log_file else None, "notes": self.notes}
-
-
-# ---------------------------------------------------------------------------------------------------- artifact
-
-
-def inspect_artifact(path: str | Path) -> ArtifactInfo:
-    """Read the manifest and config.json of a model artifact; ArtifactError naming the path when it is not one."""
-    path = Path(path).resolve()
-    manifest = read_manifest(path, kind="model")
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise ArtifactError(f"{path}: model artifact has no config.json")
-    hf = read_json(cfg_path)
-    block = manifest.get("model")
-    if not isinstance(block, dict):
-        raise ArtifactError(f"{path / 'manifest.json'}: no 'model' block")
-    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        raise ArtifactError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
-    quant = block.get("quantization")
-    if quant is not None and not isinstance(quant, dict):
-        raise ArtifactError(f"{path / 'manifest.json'}: model.quantization must be null or an object")
-    if not (quant and quant.get("format") == "onnx") and not list(path.glob("*.safetensors")):
-        raise ArtifactError(f"{path}: no *.safetensors weights")
-
-    text_cfg = hf.get("text_config") or hf
-    try:
-        hidden = int(text_cfg["hidden_size"])
-        heads = int(text_cfg["num_attention_heads"])
-        layers = int(text_cfg["num_hidden_layers"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ArtifactError(f"{cfg_path}: missing or invalid {e}") from None
-    kv_heads = int(text_cfg.get("num_key_value_heads") or heads)
-    head_dim = int(text_cfg.get("head_dim") or hidden // heads)
-    max_pos = int(block.get("max_position_embeddings") or text_cfg.get("max_position_embeddings") or 0)
-    if max_pos <= 0:
-        raise ArtifactError(f"{path}: unknown context length (model.max_position_embeddings)")
-
-    if quant is None and "quantization_config" in hf:
-        method = (hf["quantization_config"] or {}).get("quant_method")
-        raise ArtifactError(f"{cfg_path}: has a quantization_config (quant_method {method!r}) but the manifest says "
-                            "the model is not quantized; a stale entry (e.g. left by a GGUF conversion) makes vLLM "
-                            "treat the weights as quantized — remove it from config.json")
-
-    dtype = str(block.get("dtype") or "")
-    if dtype not in DTYPE_BYTES:  # quantized weights: the activation dtype is the config's
-        dtype = str(hf.get("dtype") or hf.get("torch_dtype") or "float32")
-        dtype = dtype if dtype in DTYPE_BYTES else "float32"
-
-    template = path / "chat_template.jinja"
-    return ArtifactInfo(path=path, name=path.name, manifest=manifest, hf_config=hf, dtype=dtype, quantization=quant,
-                        max_position_embeddings=max_pos, num_layers=layers, num_kv_heads=kv_heads, head_dim=head_dim,
-                        chat_template_file=template if template.is_file() else None)
 
 
 # ----------------------------------------------------------------------------------------------------- machine
@@ -175,7 +108,7 @@ def serve_cache_dir(cfg: ServeConfig) -> Path:
 # -------------------------------------------------------------------------------------------------- decisions
 
 
-def serving_dtype(info: ArtifactInfo, cfg: ServeConfig, device: str) -> str:
+def serving_dtype(info: ModelArtifact, cfg: ServeConfig, device: str) -> str:
     """Activation dtype. GPTQ kernels refuse float32; on GPUs fp32 weights are served in bf16 (vLLM's choice)."""
     quant = (info.quantization or {}).get("method")
     if cfg.dtype != "auto":
@@ -189,7 +122,7 @@ def serving_dtype(info: ArtifactInfo, cfg: ServeConfig, device: str) -> str:
     return info.dtype
 
 
-def quantization_flag(info: ArtifactInfo, device: str) -> str | None:
+def quantization_flag(info: ModelArtifact, device: str) -> str | None:
     """vLLM ``--quantization`` for the manifest's quantization block (None: unquantized, or let vLLM pick the
     fastest kernel for the checkpoint's own quantization_config, e.g. gptq_marlin on recent GPUs)."""
     q = info.quantization
@@ -213,11 +146,11 @@ def quantization_flag(info: ArtifactInfo, device: str) -> str | None:
     raise ArtifactError(f"{info.path}: unknown quantization {q!r} in manifest")
 
 
-def kv_bytes_per_token(info: ArtifactInfo, dtype: str) -> int:
+def kv_bytes_per_token(info: ModelArtifact, dtype: str) -> int:
     return 2 * info.num_layers * info.num_kv_heads * info.head_dim * DTYPE_BYTES.get(dtype, 2)
 
 
-def context_length(info: ArtifactInfo, cfg: ServeConfig, device: str, dtype: str) -> int:
+def context_length(info: ModelArtifact, cfg: ServeConfig, device: str, dtype: str) -> int:
     """serve.max_model_len, else the model's; on CPU capped so that one full-length sequence fits the KV cache."""
     limit = info.max_position_embeddings
     if cfg.max_model_len is not None:
@@ -237,7 +170,7 @@ def context_length(info: ArtifactInfo, cfg: ServeConfig, device: str, dtype: str
     return limit
 
 
-def check_cpu_support(info: ArtifactInfo) -> None:
+def check_cpu_support(info: ModelArtifact) -> None:
     if info.head_dim not in CPU_HEAD_SIZES:
         raise ArtifactError(
             f"{info.path}: head_dim {info.head_dim} (hidden_size / num_attention_heads) is not supported by vLLM's "
@@ -255,7 +188,7 @@ def _cache_env(cache: Path) -> dict[str, str]:
 def build_launch(artifact: str | Path, cfg: ServeConfig, device: str | None = None,
                  python: str | Path | None = None) -> Launch:
     """The command line and environment that serve ``artifact`` with ``cfg`` on this machine."""
-    info = inspect_artifact(artifact)
+    info = open_model_artifact(artifact)
     device = device or detect_device(cfg.device)
     model = cfg.served_model_name or info.name
     port = cfg.port or free_port(cfg.host)

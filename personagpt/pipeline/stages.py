@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -59,7 +59,6 @@ class Stage:
     sections: tuple[str, ...]        # config sections that define the stage (a change reruns it)
     parents: tuple[str, ...]         # upstream stages (a new upstream artifact reruns it)
     command: Callable[[Ctx, bool], list[str]] | None = None  # (ctx, resume) -> argv; None: run in-process
-    env: dict[str, str] = field(default_factory=dict)
 
 
 def _deepspeed(ctx: Ctx, script: str) -> list[str]:

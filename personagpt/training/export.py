@@ -9,8 +9,7 @@ and saves. ``probe_logits`` gives the logits of a fixed batch for checking the e
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
@@ -66,11 +65,3 @@ def probe_logits(model, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
     if was_training:
         model.train()
     return (out.float() * batch["attention_mask"].to(device)[..., None]).cpu()
-
-
-def save_artifact_folder(model, tokenizer, folder: Path) -> dict[str, Any]:
-    """The Hugging Face folder (safetensors, tokenizer + chat template, generation config); returns the manifest's
-    model block."""
-    from personagpt.models import save_model_folder
-
-    return save_model_folder(model, tokenizer, folder)
