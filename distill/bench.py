@@ -4,7 +4,7 @@ cross-entropy only; prints quality retained, parameter ratio and decode speed ra
     python distill/bench.py --config configs/smollm2-persona.yaml --teacher runs/smollm2-persona/teacher \\
         [--layers 10] [--steps 120] [--ranks 2] [key=value ...]
 
-Each arm runs the real entry (``deepspeed --num_gpus RANKS distill/run.py``) into runs/NAME/distill-bench/ARM and
+Each arm runs the real entry (``deepspeed --num_gpus RANKS distill/run.py``) into runs/NAME/bench/distill/ARM and
 the table is read from the two student manifests (teacher and student perplexity on the same validation samples
 with the same code; decode tokens/s of both on the same prompts and batch). Not a test: a measurement.
 """
@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from personagpt.network import free_port
+from personagpt.paths import RunLayout
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +30,7 @@ def run_arm(args, name: str, extra: list[str], out: Path) -> dict:
                 str(free_port())] if args.ranks > 1 else [sys.executable]
     argv = [*launcher, str(ROOT / "distill" / "run.py"), "--config", args.config, *args.overrides,
             f"distill.teacher={args.teacher}", f"distill.student.num_hidden_layers={args.layers}",
-            f"distill.max_steps={args.steps}", f"distill.run_dir={out / name / 'run'}",
+            f"distill.max_steps={args.steps}", f"distill.work_dir={out / name / 'work'}",
             f"distill.output_dir={out / name / 'student'}", "distill.save_every=0", *extra, "--fresh"]
     if args.dataset:
         argv.append(f"distill.dataset={args.dataset}")
@@ -56,7 +57,7 @@ def main() -> int:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     name = json.loads((args.teacher / "manifest.json").read_text())["config"].get("name", "run")
-    out = (args.out or ROOT / "runs" / name / "distill-bench").resolve()
+    out = (args.out or RunLayout.of(name).bench("distill")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     arms = {"kd": ["distill.alpha=0.5", "distill.loss=forward_kl", "distill.temperature=2.0"],
             "ce_only": ["distill.alpha=0.0"]}

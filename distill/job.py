@@ -12,6 +12,7 @@ from distill.objective import DistillObjective
 from distill.student import build_student, student_config, student_layers
 from personagpt.artifacts import read_manifest
 from personagpt.model_artifact import open_model_artifact
+from personagpt.paths import RunLayout
 from personagpt.errors import ConfigError
 from personagpt.training.job import TrainingJob
 from personagpt.training.model_setup import ModelSource
@@ -20,15 +21,17 @@ from personagpt.training.model_setup import ModelSource
 class DistillJob(TrainingJob):
     stage = "distill"
     section = "distill"
-    default_run_subdir = "distill"
-    default_output_subdir = "student"
     title = "student"
 
     def __init__(self, cfg, resume: bool = False, fresh: bool = False):
         super().__init__(cfg, resume=resume, fresh=fresh, tcfg=cfg.distill)
-        self.teacher_dir = Path(cfg.distill.teacher or Path("runs") / cfg.name / "teacher").resolve()
+        self.teacher_dir = Path(cfg.distill.teacher or self.layout.teacher).resolve()
         self.teacher = None
         self.teacher_eval: dict[str, Any] | None = None
+
+    @staticmethod
+    def default_output(layout: RunLayout) -> Path:
+        return layout.student
 
     # --- checks -------------------------------------------------------------------------------------------------
     def model_source(self) -> ModelSource:
@@ -203,7 +206,7 @@ class DistillJob(TrainingJob):
         }
         from personagpt.training.metrics import read_metrics
 
-        evals = [r for r in read_metrics(self.run_dir / "metrics.jsonl") if r["kind"] == "eval"]
+        evals = [r for r in read_metrics(self.work_dir / "metrics.jsonl") if r["kind"] == "eval"]
         if evals and self.teacher_eval:
             # same code, same validation samples: quality retained = teacher ppl / student ppl (1.0 = as good)
             out.update(student_val_ppl=evals[-1]["ppl"], student_start_val_ppl=evals[0]["ppl"],

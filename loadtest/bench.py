@@ -217,13 +217,16 @@ def plot(result: dict, path: Path) -> None:
 
 def run(args) -> int:
     from personagpt.artifacts import new_manifest, read_manifest, staging_dir, write_manifest
+    from personagpt.config import load_config
+    from personagpt.paths import RunLayout
 
     read_manifest(args.artifact, kind="model")
     read_manifest(args.dataset, kind="dataset")
     levels = sorted({int(x) for x in args.levels.split(",")})
     if not levels or levels[0] < 1:
         raise ConfigError(f"--levels {args.levels!r}: positive integers, comma-separated")
-    out = Path(args.out)
+    out = Path(args.out) if args.out else RunLayout.of(load_config(args.config).name).bench("loadtest") / \
+        Path(args.artifact).resolve().name
     serve_overrides = [f"serve.max_num_seqs={max(64, levels[-1])}", *args.serve_overrides]
     with staging_dir(out) as tmp:
         summaries: dict[str, dict[int, dict]] = {}
@@ -306,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifact", type=Path, required=True, help="model artifact both servers serve")
     ap.add_argument("--dataset", type=Path, required=True, help="dataset artifact (held-out prompts)")
     ap.add_argument("--config", type=Path, help="YAML config (its loadtest: and serve: sections)")
-    ap.add_argument("--out", type=Path, default=Path("runs/bench"))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results folder (default runs/NAME/bench/loadtest/ARTIFACT, NAME from --config)")
     ap.add_argument("--levels", default="1,8,32", help="concurrency levels (default 1,8,32)")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds per level")
     ap.add_argument("--xcheck", type=int, default=8, help="concurrency of the cross-check (0: none)")

@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from personagpt.errors import ConfigError, PersonaGPTError
+from personagpt.paths import RunLayout
 
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 PLAN_ENV = "PERSONAGPT_LOADTEST_PLAN"
@@ -98,7 +99,8 @@ def make_plan(args) -> tuple[dict, object]:
     host = normalize_host(args.host)
     if args.master and args.expect_workers < 1:
         raise ConfigError("--expect-workers must be >= 1")
-    dataset = Path(lt.dataset) if lt.dataset is not None else Path("runs") / cfg.name / "data"
+    layout = RunLayout.of(cfg.name)
+    dataset = Path(lt.dataset) if lt.dataset is not None else layout.data
     if not dataset.is_dir():
         raise ConfigError(f"loadtest.dataset: {dataset}: dataset artifact folder does not exist "
                           f"(personagpt data prepare --out {dataset})")
@@ -113,7 +115,7 @@ def make_plan(args) -> tuple[dict, object]:
     say(f"server ok: model {server['model']!r}, check request TTFT {server['probe']['ttft_ms']:.0f} ms; "
         f"{len(prompts)} prompts from {dataset}/{lt.split}.jsonl "
         f"({prompt_stats['input_tokens_min']}-{prompt_stats['input_tokens_max']} input tokens)")
-    out = Path(lt.out) if lt.out is not None else Path("runs") / cfg.name / "loadtest" / lt.profile
+    out = Path(lt.out) if lt.out is not None else layout.loadtest(server["model"], lt.profile)
     plan = {
         "host": host, "model": server["model"], "server": server, "profile": lt.profile, "users": lt.users,
         "spawn_rate": lt.spawn_rate or float(lt.users), "duration_s": lt.duration_s,

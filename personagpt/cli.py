@@ -52,6 +52,7 @@ def _run_pipeline(args) -> int:
     from personagpt.config import load_config
     from personagpt.pipeline.report import write_report
     from personagpt.pipeline.runner import Pipeline
+    from personagpt.paths import RunLayout
     from personagpt.pipeline.stages import STAGES, Ctx, default_ranks
 
     if args.config is None:
@@ -62,9 +63,9 @@ def _run_pipeline(args) -> int:
     if only and set(only) - set(names):
         raise PersonaGPTError(f"--stages: unknown stage(s) {sorted(set(only) - set(names))} (stages: {', '.join(names)})")
     ctx = Ctx(config=args.config.resolve(), overrides=list(args.overrides), cfg=cfg,
-              run_dir=(Path("runs") / cfg.name).resolve(), ranks=cfg.pipeline.ranks or default_ranks())
+              layout=RunLayout.of(cfg.name), ranks=cfg.pipeline.ranks or default_ranks())
     timings = Pipeline(ctx, force=args.force, only=only).run()
-    print(f"report: {write_report(ctx.run_dir, cfg, timings)}")
+    print(f"report: {write_report(ctx.layout, cfg, ctx.quantized, timings)}")
     return 0
 
 

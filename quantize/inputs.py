@@ -15,6 +15,7 @@ from typing import Any
 from personagpt.artifacts import read_manifest
 from personagpt.errors import ArtifactError, ConfigError, DataError
 from personagpt.model_artifact import open_model_artifact
+from personagpt.paths import RunLayout
 
 @dataclass
 class Inputs:
@@ -79,12 +80,12 @@ def resolve_inputs(cfg) -> Inputs:
     q = cfg.quantize
     if q.method is None:
         raise ConfigError("quantize.method: required — one of gptq, int8, onnx (on the command line: method=gptq)")
-    runs = Path("runs") / cfg.name
-    model_dir = _resolve(q.model, runs / "student")
+    layout = RunLayout.of(cfg.name)
+    model_dir = _resolve(q.model, layout.student)
     manifest, hf = check_model_artifact(model_dir)
 
     parent = ((manifest.get("parents") or {}).get("dataset") or {}).get("path")
-    default_data = Path(parent) if parent and Path(parent).is_dir() else runs / "data"
+    default_data = Path(parent) if parent and Path(parent).is_dir() else layout.data
     dataset_dir = _resolve(q.dataset, default_data)
     if not dataset_dir.is_dir():
         raise ArtifactError(f"quantize.dataset: {dataset_dir}: dataset artifact folder does not exist")
@@ -97,7 +98,7 @@ def resolve_inputs(cfg) -> Inputs:
     if q.method == "gptq":
         check_group_size(q.group_size, hf, model_dir)
 
-    out = _resolve(q.output_dir, runs / f"quantized-{q.method}")
+    out = _resolve(q.output_dir, layout.quantized(q.method))
     for other, key in ((model_dir, "quantize.model"), (dataset_dir, "quantize.dataset")):
         if out == other or other.is_relative_to(out):
             raise ConfigError(f"quantize.output_dir: {out} would overwrite {key} ({other})")

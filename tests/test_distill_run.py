@@ -24,7 +24,7 @@ def distill(args, deepspeed: bool = False, timeout: int = 900) -> subprocess.Com
 @pytest.fixture(scope="module")
 def student_run(tiny_teacher, tmp_path_factory):
     out = tmp_path_factory.mktemp("distill")
-    proc = distill([f"distill.teacher={tiny_teacher}", f"distill.run_dir={out}/run", f"distill.output_dir={out}/student",
+    proc = distill([f"distill.teacher={tiny_teacher}", f"distill.work_dir={out}/run", f"distill.output_dir={out}/student",
                     # pure KD from a randomly initialised student: the divergence has to fall (with alpha < 1 the CE
                     # term may legitimately pull a teacher-initialised student away from a weak teacher)
                     "distill.student.keep_layers=[0, 3]", "distill.student.init=scratch", "distill.alpha=1.0",
@@ -91,7 +91,7 @@ def other_vocab_model(tmp_path_factory, tiny_dataset):
     ("distill.student.hidden_size=4096", "distill.student.hidden_size"),
 ])
 def test_bad_config_exit_2_nothing_written(tiny_teacher, tmp_path, override, message):
-    proc = distill([f"distill.teacher={tiny_teacher}", f"distill.run_dir={tmp_path}/run",
+    proc = distill([f"distill.teacher={tiny_teacher}", f"distill.work_dir={tmp_path}/run",
                     f"distill.output_dir={tmp_path}/student", override])
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
@@ -100,7 +100,7 @@ def test_bad_config_exit_2_nothing_written(tiny_teacher, tmp_path, override, mes
 
 def test_vocabulary_mismatch(tiny_teacher, other_vocab_model, tmp_path):
     proc = distill([f"distill.teacher={tiny_teacher}", f"distill.student.path={other_vocab_model}",
-                    f"distill.run_dir={tmp_path}/run", f"distill.output_dir={tmp_path}/student"])
+                    f"distill.work_dir={tmp_path}/run", f"distill.output_dir={tmp_path}/student"])
     assert proc.returncode == 2 and "distill.student.path" in proc.stderr and "vocabulary differs" in proc.stderr
     assert not (tmp_path / "student").exists()
 

@@ -42,9 +42,9 @@ def job_containers(docs):
             yield res, fields, c
 
 
-def argv_run_dir(container, env) -> str:
+def argv_work_dir(container, env) -> str:
     args = command_line(container, env)
-    return args[args.index("--run-dir") + 1]
+    return args[args.index("--work-dir") + 1]
 
 
 def config_show(config: str, overrides: list[str]) -> subprocess.CompletedProcess:
@@ -85,7 +85,7 @@ def test_every_job_command_parses_with_the_real_entry_points(rendered, overlay):
             checked.setdefault(argv[0], []).append(where)
             script, args, resume = argv[0], parsed["args"], True
             run_dir = args["user_args"][args["user_args"].index("--config") + 2:]
-            assert argv_run_dir(c, env) in [o.split("=", 1)[1] for o in run_dir if ".run_dir=" in o], where
+            assert argv_work_dir(c, env) in [o.split("=", 1)[1] for o in run_dir if ".work_dir=" in o], where
         if script == "deepspeed":
             # what deepspeed.launcher.launch starts on every rank: python -u SCRIPT --local_rank=N USER_ARGS
             assert not args["no_local_rank"]
@@ -196,7 +196,7 @@ def test_resume_or_start_decides_with_the_training_checkpoints(tmp_path):
     run_dir = tmp_path / "train"
 
     def run():
-        proc = subprocess.run([sys.executable, str(ROOT / "k8s" / "resume_or_start.py"), "--run-dir", str(run_dir),
+        proc = subprocess.run([sys.executable, str(ROOT / "k8s" / "resume_or_start.py"), "--work-dir", str(run_dir),
                                "--", *echo, "--config", "c.yaml"], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout.split("ARGV ", 1)[1]), proc.stdout

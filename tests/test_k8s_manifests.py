@@ -12,9 +12,12 @@ import re
 import shutil
 import subprocess
 
+from pathlib import Path
+
 import pytest
 import yaml
 
+from personagpt.paths import RunLayout
 from fixtures.k8s import (IMAGE_USER, IMAGE_WORKDIR, K8S_PY, OVERLAYS, ROOT, container_env, containers, find,
                           jobset_pod_fields, kustomize, object_data, pods)
 
@@ -314,6 +317,14 @@ def test_pipeline_jobs_restart_safely_and_chain_through_the_pvc(rendered, overla
     student = _arg_value(args["personagpt-distill"], "distill.output_dir")
     assert waits["personagpt-quantize"] == (student, "model")
     quantized = _arg_value(args["personagpt-quantize"], "quantize.output_dir")
+    # every path is the run layout's (personagpt/paths.py), with RUN_DIR as the run folder
+    layout = RunLayout(Path("$(RUN_DIR)"))
+    quantized_out = quantized.replace("$(SERVE_ARTIFACT)", penv["SERVE_ARTIFACT"])
+    assert (data_out, teacher, student, quantized_out) == tuple(str(p) for p in (
+        layout.data, layout.teacher, layout.student, layout.quantized(penv["QUANT_METHOD"])))
+    assert penv["SERVE_ARTIFACT"] == layout.quantized(penv["QUANT_METHOD"]).name
+    assert _arg_value(args["personagpt-train"], "train.work_dir") == str(layout.work("train"))
+    assert _arg_value(args["personagpt-distill"], "distill.work_dir") == str(layout.work("distill"))
     _, serve_pod, vllm = _serve(docs)
     serve_wait = serve_pod["initContainers"][0]["args"]
     assert serve_wait[:3] == [quantized, "--kind", "model"]
@@ -322,10 +333,10 @@ def test_pipeline_jobs_restart_safely_and_chain_through_the_pvc(rendered, overla
     assert penv["SERVE_ARTIFACT"].endswith(penv["QUANT_METHOD"])
     # training and distillation resume from their checkpoints on the PVC after a restart: the wrapper looks in
     # the run folder the stage writes its checkpoints to
-    for name, key in (("personagpt-train", "train.run_dir"), ("personagpt-distill", "distill.run_dir")):
+    for name, key in (("personagpt-train", "train.work_dir"), ("personagpt-distill", "distill.work_dir")):
         main = _main(jobs[name][1])
         assert main["command"] == ["python3", "k8s/resume_or_start.py"] and "--resume" not in args[name]
-        assert args[name][:4] == ["--run-dir", _arg_value(args[name], key), "--", "deepspeed"]
+        assert args[name][:4] == ["--work-dir", _arg_value(args[name], key), "--", "deepspeed"]
         assert _arg_value(args[name], key).startswith("$(RUN_DIR)/")
 
 

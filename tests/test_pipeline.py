@@ -43,7 +43,7 @@ def test_end_to_end_artifacts_and_report(pipeline_run):
     st = state(run_dir)
     assert [s for s in st] == ["data", "train", "distill", "quantize", "loadtest"]
     assert all(v["status"] == "done" for v in st.values())
-    teacher, student, quant = (read_manifest(run_dir / n) for n in ("teacher", "student", "quantized"))
+    teacher, student, quant = (read_manifest(run_dir / n) for n in ("teacher", "student", "quantized-int8"))
     assert teacher["world_size"] == 2 and student["world_size"] == 2  # the DeepSpeed launcher with 2 ranks
     assert student["parents"]["teacher"]["content_hash"] == teacher["content_hash"]
     # the default angular layer selection, measured on rank 0 and shared with rank 1: the block it dropped is the
@@ -55,11 +55,11 @@ def test_end_to_end_artifacts_and_report(pipeline_run):
     assert 3 in student["distillation"]["student"]["keep_layers"]
     assert quant["parents"]["model"]["content_hash"] == student["content_hash"]
     assert quant["model"]["quantization"]["method"] == "int8"
-    summary = json.loads((run_dir / "loadtest" / "quantized" / "summary.json").read_text())
+    summary = json.loads((run_dir / "loadtest" / "quantized-int8" / "fixed" / "summary.json").read_text())
     level = summary["levels"][-1]
     assert level["output_tokens"] > 0 and level["failed"] == 0
     assert 0 < level["ttft_ms"]["p50"] < level["e2e_ms"]["p50"]
-    answers = json.loads((run_dir / "loadtest" / "quantized" / "answers.json").read_text())
+    answers = json.loads((run_dir / "loadtest" / "quantized-int8" / "fixed" / "answers.json").read_text())
     assert len(answers) == 3  # the report's held-out questions, answered by the served model
     report = (run_dir / "report.md").read_text()
     for must in ("| teacher |", "| student |", "| quantized (int8) |", "the real persona", "student (HF generate)",
@@ -67,7 +67,7 @@ def test_end_to_end_artifacts_and_report(pipeline_run):
         assert must in report, must
     plots = [ln for ln in report.splitlines() if ln.startswith("![")]
     assert any("train/loss_curve.png" in ln for ln in plots) and any("loadtest/" in ln for ln in plots)
-    assert all(ln.split("](")[1].split("/")[0] in ("train", "distill", "quantized", "loadtest") for ln in plots)
+    assert all(ln.split("](")[1].split("/")[0] in ("train", "distill", "quantized-int8", "loadtest") for ln in plots)
     row = next(line for line in report.splitlines() if line.startswith("| quantized"))
     assert row.count("—") == 0, row  # every column measured for the served model
     assert "report:" in proc.stdout
@@ -96,18 +96,19 @@ def test_changed_key_reruns_that_stage_and_downstream(pipeline_run):
     assert "[4/5] quantize  done" in proc.stdout
     # downstream: the load test's input changed, so it is stale now
     from personagpt.config import load_config
+    from personagpt.paths import RunLayout
     from personagpt.pipeline.runner import fingerprint
     from personagpt.pipeline.stages import STAGES, Ctx
 
     cfg = load_config(TINY, [*FAST, "quantize.n_calibration=48"])
-    ctx = Ctx(TINY, FAST, cfg, run_dir, 2)
+    ctx = Ctx(TINY, FAST, cfg, RunLayout(run_dir), 2)
     assert fingerprint(STAGES[-1], ctx, after) != after["loadtest"]["fingerprint"]
 
 
 @pytest.mark.slow
 def test_failing_stage_stops_and_keeps_earlier_artifacts(pipeline_run):
     cwd, run_dir, _ = pipeline_run
-    hashes = {n: read_manifest(run_dir / n)["content_hash"] for n in ("data", "teacher", "student", "quantized")}
+    hashes = {n: read_manifest(run_dir / n)["content_hash"] for n in ("data", "teacher", "student", "quantized-int8")}
     # GPTQ with a group size that does not divide the tiny model's hidden size 64: the quantize stage itself fails
     proc = run(cwd, "pipeline.quantize_method=gptq", "quantize.group_size=48", "--stages", "quantize,loadtest",
                timeout=600)

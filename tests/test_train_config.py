@@ -23,6 +23,7 @@ CASES = {
                             "train.lora.target_modules"),
     "resume_without_checkpoint": (["--resume"], "--resume"),
     "unknown_key": (["train.zero=2"], "train.zero"),
+    "renamed_key": (["train.run_dir=/tmp/x"], "train.run_dir was renamed to train.work_dir"),
 }
 
 

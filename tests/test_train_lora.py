@@ -21,7 +21,7 @@ def test_lora_merges_loads_and_generates(tiny_teacher, tiny_dataset, tmp_path):
     run_dir, out = tmp_path / "train", tmp_path / "lora"
     steps = 8
     train("--config", str(TINY), *TINY_OVERRIDES, "model.source=pretrained", f"model.path={tiny_teacher}",
-          f"train.dataset={tiny_dataset}", f"train.run_dir={run_dir}", f"train.output_dir={out}",
+          f"train.dataset={tiny_dataset}", f"train.work_dir={run_dir}", f"train.output_dir={out}",
           "train.zero_stage=1", "train.lora.enabled=true", "train.lora.r=8", "train.lora.alpha=32",
           f"train.lora.target_modules=[{','.join(TARGETS)}]", "train.lr=2e-2", "train.warmup_steps=1",
           "train.micro_batch_size=8", f"train.max_steps={steps}", "train.eval_every=0", "train.save_every=0",

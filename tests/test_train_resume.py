@@ -81,7 +81,7 @@ def test_resume_after_sigkill_matches_straight_run(killed_run, tiny_teacher_run,
 def test_resume_refuses_another_model_config(tiny_teacher_run, tiny_dataset, tmp_path):
     """A checkpoint only continues with the model config it was trained with; nothing is touched otherwise."""
     work = tmp_path / "run"
-    shutil.copytree(tiny_teacher_run.run_dir, work / "train")
+    shutil.copytree(tiny_teacher_run.work_dir, work / "train")
     before = (work / "train" / "metrics.jsonl").read_bytes()
     proc = train(*tiny_args(tiny_dataset, work / "train", work / "teacher", *TEACHER_ARGS, "model.intermediate_size=128"),
                  "--resume", launcher="python", check=False, timeout=300)

@@ -76,23 +76,23 @@ def test_zero2_teacher_learns_and_exports(tiny_teacher_run, tiny_dataset, tiny_m
     assert sorted(gen.eos_token_id) == sorted(eos_token_ids(tok)) and tok.convert_tokens_to_ids("<|im_end|>") in \
         gen.eos_token_id
     assert (art / "training" / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (run.run_dir / "loss_curve.png").is_file()
-    assert list((run.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run.work_dir / "loss_curve.png").is_file()
+    assert list((run.work_dir / "tensorboard").glob("events.out.tfevents.*"))
 
     # checkpoints: every 12 steps, keep the last 2, both complete
-    ckpts = sorted(p.name for p in (run.run_dir / "checkpoints").iterdir() if p.is_dir())
+    ckpts = sorted(p.name for p in (run.work_dir / "checkpoints").iterdir() if p.is_dir())
     assert ckpts == ["step00000012", "step00000024"]
-    assert (run.run_dir / "checkpoints" / "latest").read_text() == "step00000024"
-    state = json.loads((run.run_dir / "checkpoints" / "step00000024" / "trainer_state.json").read_text())
+    assert (run.work_dir / "checkpoints" / "latest").read_text() == "step00000024"
+    state = json.loads((run.work_dir / "checkpoints" / "step00000024" / "trainer_state.json").read_text())
     assert state["step"] == 24 and state["world_size"] == 2
 
     # the consolidated artifact computes what the engine computed
-    diff, logits = engine_vs_export(run.run_dir, art)
+    diff, logits = engine_vs_export(run.work_dir, art)
     assert diff <= LOGIT_ATOL, diff
     assert m["metrics"]["export_logits_max_abs_diff"] <= LOGIT_ATOL
     from transformers import AutoModelForCausalLM
 
-    probe = torch.load(run.run_dir / "probe_logits.pt")
+    probe = torch.load(run.work_dir / "probe_logits.pt")
     init = AutoModelForCausalLM.from_pretrained(str(tiny_model_artifact), dtype=torch.float32).eval()
     with torch.no_grad():
         init_logits = init(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits

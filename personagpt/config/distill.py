@@ -39,6 +39,12 @@ class StudentConfig(Section):
 class DistillConfig(TrainConfig):
     section_name: ClassVar[str] = "distill"
 
+    dataset: Path | None = Field(
+        None, description="dataset artifact; null: the one the teacher was trained on (its manifest's parent), else "
+                          "runs/NAME/data")
+    work_dir: Path | None = Field(None, description="the stage's work folder: checkpoints, metrics, TensorBoard, "
+                                                     "plots; default runs/NAME/distill")
+    output_dir: Path | None = Field(None, description="the student model artifact; default runs/NAME/student")
     teacher: Path | None = Field(None, description="teacher model artifact; default runs/NAME/teacher")
     student: StudentConfig = Field(default_factory=StudentConfig)
     loss: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl"] = Field(

@@ -116,7 +116,8 @@ class LoadtestConfig(Section):
     preflight_timeout_s: float = Field(60.0, gt=0, description="the check request sent before the run")
     stop_timeout_s: float = Field(30.0, ge=0, description="in-flight requests get this long after the end")
     # where
-    out: Path | None = Field(None, description="results folder; default runs/NAME/loadtest/PROFILE")
+    out: Path | None = Field(None, description="results folder; default runs/NAME/loadtest/MODEL/PROFILE "
+                                                    "(MODEL: the served model's id)")
     slo: SLOConfig = Field(default_factory=SLOConfig)
 
     @model_validator(mode="after")

@@ -16,6 +16,9 @@ from pydantic import Field, model_validator
 from personagpt.config.base import Section
 
 
+RENAMED = {"run_dir": "work_dir"}  # old key -> new key: the old one is an error naming the new one
+
+
 class LoraConfig(Section):
     enabled: bool = Field(False, description="train LoRA adapters (peft) instead of all weights; merged at the end")
     r: int = Field(16, ge=1, description="adapter rank")
@@ -33,7 +36,8 @@ class TrainConfig(Section):
     dataset: Path | None = Field(
         None, description="dataset artifact (personagpt data prepare); null: runs/NAME/data, prepared from the "
                           "data: section when missing or made with another data:/model: config")
-    run_dir: Path | None = Field(None, description="checkpoints, metrics, TensorBoard, plots; default runs/NAME/train")
+    work_dir: Path | None = Field(None, description="the stage's work folder: checkpoints, metrics, TensorBoard, "
+                                                     "plots; default runs/NAME/train")
     output_dir: Path | None = Field(None, description="the teacher model artifact; default runs/NAME/teacher")
     # DeepSpeed
     zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage 0 (plain data parallel), 1, 2 or 3")
@@ -77,6 +81,16 @@ class TrainConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     # fault injection for tests: every rank SIGKILLs itself right after this step (no cleanup, like a crash)
     debug_sigkill_at_step: int | None = Field(None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data):
+        if isinstance(data, dict):
+            for old, new in RENAMED.items():
+                if old in data:
+                    raise ValueError(f"{cls.section_name}.{old} was renamed to {cls.section_name}.{new} (the stage's "
+                                     f"work folder: checkpoints, metrics, plots)")
+        return data
 
     @model_validator(mode="after")
     def _check(self):

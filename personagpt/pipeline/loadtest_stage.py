@@ -56,20 +56,20 @@ def run_loadtest_stage(ctx: Ctx, log_path: Path) -> None:
     from personagpt.pipeline.runner import StageFailed
 
     cfg = ctx.cfg
-    out_root = ctx.path("loadtest")
-    questions = held_out_questions(ctx.path("data"), cfg.pipeline.sample_questions)
+    out_root = ctx.layout.loadtest_root
+    questions = held_out_questions(ctx.layout.data, cfg.pipeline.sample_questions)
     done = {"models": {}, "questions": questions}
     with open(log_path, "w") as log:
         for name in cfg.pipeline.serve:
-            artifact = ctx.path(name)
+            artifact = ctx.model(name)
             port = cfg.pipeline.serve_port or free_port()
             url = f"http://127.0.0.1:{port}"
-            out = out_root / name
+            out = ctx.layout.loadtest(artifact.name, cfg.loadtest.profile)
             try:
                 _run([PY, str(ROOT / "serve" / "run.py"), "--artifact", str(artifact), "--config", str(ctx.config),
                       *ctx.overrides, "--port", str(port), "--wait"], log)
                 rc = _run([PY, str(ROOT / "loadtest" / "run.py"), "--host", url, "--config", str(ctx.config),
-                           *ctx.overrides, f"loadtest.dataset={ctx.path('data')}", f"loadtest.out={out}"], log,
+                           *ctx.overrides, f"loadtest.dataset={ctx.layout.data}", f"loadtest.out={out}"], log,
                           check=False)
                 if rc not in (0, 1) or not (out / "summary.json").is_file():
                     raise RuntimeError(f"loadtest/run.py exited with code {rc}")
@@ -79,8 +79,8 @@ def run_loadtest_stage(ctx: Ctx, log_path: Path) -> None:
                 answers = ask(url, models["data"][0]["id"], questions, cfg.pipeline.sample_max_tokens,
                               os.environ.get(cfg.serve.api_key_env))
                 (out / "answers.json").write_text(json.dumps(answers, indent=2, ensure_ascii=False) + "\n")
-                done["models"][name] = {"summary": str(out / "summary.json"), "slo_passed": rc == 0,
-                                        "answers": answers}
+                done["models"][name] = {"artifact": str(artifact), "summary": str(out / "summary.json"),
+                                        "slo_passed": rc == 0, "answers": answers}
             except Exception as e:  # noqa: BLE001 - reported as this stage's failure with the log's tail
                 log.flush()
                 tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])

@@ -10,6 +10,7 @@ from typing import Any
 
 from personagpt.artifacts import read_manifest
 from personagpt.errors import ArtifactError
+from personagpt.paths import RunLayout
 
 
 def _manifest(path: Path) -> dict | None:
@@ -31,11 +32,12 @@ def _mb(b: Any) -> str:
     return "—" if b is None else f"{b / 1e6:.1f} MB"
 
 
-def _served(run_dir: Path, name: str) -> dict | None:
-    path = run_dir / "loadtest" / name / "summary.json"
-    if not path.is_file():
+def _served(done: dict, name: str) -> dict | None:
+    """The served figures of model ``name`` from the load-test stage's record (None: not served)."""
+    rec = done.get("models", {}).get(name)
+    if not rec or not Path(rec["summary"]).is_file():
         return None
-    s = json.loads(path.read_text())
+    s = json.loads(Path(rec["summary"]).read_text())
     lv = max(s.get("levels") or [{}], key=lambda x: x.get("output_tokens_per_s") or 0)
     return {"ttft_p50": (lv.get("ttft_ms") or {}).get("p50"), "ttft_p95": (lv.get("ttft_ms") or {}).get("p95"),
             "itl_p50": (lv.get("itl_ms") or {}).get("p50"), "tok_s": lv.get("output_tokens_per_s"),
@@ -43,21 +45,28 @@ def _served(run_dir: Path, name: str) -> dict | None:
             "load": s.get("load")}
 
 
-def model_rows(run_dir: Path) -> list[dict[str, Any]]:
+def loadtest_record(layout: RunLayout) -> dict:
+    """What the load-test stage recorded (models served, their summaries and answers), or {} before it ran."""
+    path = layout.loadtest_root / "done.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def model_rows(layout: RunLayout, quantized: Path) -> list[dict[str, Any]]:
     """Figures per model. Perplexities come from each stage's own measurement (the same code; the student and the
     teacher on the same samples, the quantized model and its input on the same samples), so quality retained
     chains matched ratios: teacher→student × student→quantized."""
-    t, s, q = (_manifest(run_dir / n) for n in ("teacher", "student", "quantized"))
+    t, s, q = (_manifest(p) for p in (layout.teacher, layout.student, quantized))
+    done = loadtest_record(layout)
     rows = []
     d = (s or {}).get("distillation", {})
     if t:
         rows.append({"model": "teacher", "params": t["model"]["num_parameters"], "bytes": t["model"]["weight_bytes"],
                      "ppl": t["metrics"].get("val_ppl"), "retained": 1.0,
-                     "decode": d.get("teacher_decode_tokens_per_s"), "served": _served(run_dir, "teacher")})
+                     "decode": d.get("teacher_decode_tokens_per_s"), "served": _served(done, "teacher")})
     if s:
         rows.append({"model": "student", "params": s["model"]["num_parameters"], "bytes": s["model"]["weight_bytes"],
                      "ppl": s["metrics"].get("val_ppl"), "retained": d.get("quality_retained"),
-                     "decode": d.get("student_decode_tokens_per_s"), "served": _served(run_dir, "student")})
+                     "decode": d.get("student_decode_tokens_per_s"), "served": _served(done, "student")})
     if q:
         before, after = q["metrics"].get("before", {}), q["metrics"].get("after", {})
         ratio = before.get("ppl") / after["ppl"] if before.get("ppl") and after.get("ppl") else None
@@ -66,7 +75,7 @@ def model_rows(run_dir: Path) -> list[dict[str, Any]]:
         rows.append({"model": f"quantized ({method})", "params": q.get("model", {}).get("num_parameters"),
                      "bytes": after.get("weight_bytes", q.get("model", {}).get("weight_bytes")),
                      "ppl": after.get("ppl"), "retained": retained, "decode": after.get("decode_tokens_per_s"),
-                     "served": _served(run_dir, "quantized")})
+                     "served": _served(done, "quantized")})
     return rows
 
 
@@ -104,22 +113,21 @@ def hf_answers(model_dir: Path, questions: list[dict], max_tokens: int) -> list[
     return out
 
 
-def write_report(run_dir: Path, cfg, timings: dict[str, dict] | None = None) -> Path:
+def write_report(layout: RunLayout, cfg, quantized: Path, timings: dict[str, dict] | None = None) -> Path:
     from personagpt.pipeline.loadtest_stage import held_out_questions
 
-    run_dir = Path(run_dir)
-    rows = model_rows(run_dir)
-    questions = held_out_questions(run_dir / "data", cfg.pipeline.sample_questions)
-    done_path = run_dir / "loadtest" / "done.json"
-    served = json.loads(done_path.read_text())["models"] if done_path.is_file() else {}
+    run_dir = layout.root
+    rows = model_rows(layout, quantized)
+    questions = held_out_questions(layout.data, cfg.pipeline.sample_questions)
+    served = loadtest_record(layout).get("models", {})
     answers: dict[str, list[str] | None] = {}
-    for name in ("teacher", "student", "quantized"):
+    for name, folder in (("teacher", layout.teacher), ("student", layout.student), ("quantized", quantized)):
         if name in served:
             answers[name + " (vLLM)"] = served[name]["answers"]
         elif name != "quantized":
-            answers[name + " (HF generate)"] = hf_answers(run_dir / name, questions, cfg.pipeline.sample_max_tokens)
+            answers[name + " (HF generate)"] = hf_answers(folder, questions, cfg.pipeline.sample_max_tokens)
     lines = [f"# PersonaGPT run `{cfg.name}`", ""]
-    data = _manifest(run_dir / "data") or {}
+    data = _manifest(layout.data) or {}
     if data:
         sp = data.get("splits", {})
         lines += [f"Persona `{data.get('persona')}` from {data.get('source')}: "
@@ -146,11 +154,11 @@ def write_report(run_dir: Path, cfg, timings: dict[str, dict] | None = None) -> 
         lines.append("")
     # every stage's plots, from the pipeline's own folders (artifacts keep copies under training/; benchmarks or
     # experiments a user ran into other folders of the run are not this run's stages)
-    plots = sorted(p for sub in ("train", "distill", "quantized", "loadtest") for p in (run_dir / sub).rglob("*.png")
+    stage_dirs = (layout.work("train"), layout.work("distill"), quantized, layout.loadtest_root)
+    plots = sorted(p for d in stage_dirs for p in d.rglob("*.png")
                    if not {"checkpoints", "training"} & set(p.relative_to(run_dir).parts))
     if plots:
         lines += ["## Plots", ""]
         lines += [f"![{p.relative_to(run_dir)}]({os.path.relpath(p, run_dir)})" for p in plots]
-    out = run_dir / "report.md"
-    out.write_text("\n".join(lines) + "\n")
-    return out
+    layout.report.write_text("\n".join(lines) + "\n")
+    return layout.report

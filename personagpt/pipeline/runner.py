@@ -39,7 +39,7 @@ def _section(cfg_dict: dict, dotted: str) -> Any:
 
 def output_hash(stage: Stage, ctx: Ctx) -> str | None:
     """Content hash of a stage's output: an artifact's manifest hash, or the hash of a results folder."""
-    out = ctx.path(stage.output)
+    out = stage.output(ctx)
     if not out.is_dir():
         return None
     try:
@@ -58,7 +58,7 @@ def fingerprint(stage: Stage, ctx: Ctx, state: dict) -> str:
 class Pipeline:
     def __init__(self, ctx: Ctx, force: bool = False, only: list[str] | None = None):
         self.ctx, self.force, self.only = ctx, force, only
-        self.state_path = ctx.run_dir / "pipeline.json"
+        self.state_path = ctx.layout.state
         self.state: dict[str, dict] = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
         self.timings: dict[str, dict] = {}
 
@@ -74,8 +74,7 @@ class Pipeline:
         from personagpt.pipeline.loadtest_stage import run_loadtest_stage
 
         ctx = self.ctx
-        ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        (ctx.run_dir / "logs").mkdir(exist_ok=True)
+        ctx.layout.log("any").parent.mkdir(parents=True, exist_ok=True)
         n = len(STAGES)
         t_all = time.time()
         for i, stage in enumerate(STAGES, 1):
@@ -83,14 +82,14 @@ class Pipeline:
             label = f"[{i}/{n}] {stage.name:<9}"
             if (self.only and stage.name not in self.only) or self.up_to_date(stage, fp):
                 why = "not selected" if self.only and stage.name not in self.only else "up to date"
-                console.print(f"{label} [dim]skipped ({why}): {ctx.path(stage.output)}[/dim]")
+                console.print(f"{label} [dim]skipped ({why}): {stage.output(ctx)}[/dim]")
                 self.timings[stage.name] = {"status": "skipped", "seconds": 0.0}
                 continue
             rec = self.state.get(stage.name, {})
             resume = rec.get("fingerprint") == fp and rec.get("status") == "failed" and not self.force
             self.state[stage.name] = {"fingerprint": fp, "status": "running", "started": time.time()}
             self.save_state()
-            log = ctx.run_dir / "logs" / f"{stage.name}.log"
+            log = ctx.layout.log(stage.name)
             t0 = time.time()
             try:
                 if stage.command is None:
@@ -107,12 +106,12 @@ class Pipeline:
             self.state[stage.name].update(status="done", seconds=round(dt, 1), output_hash=output_hash(stage, ctx))
             self.save_state()
             self.timings[stage.name] = {"status": "ran", "seconds": round(dt, 1)}
-            console.print(f"{label} [green]done[/green] in {dt:.1f} s -> {ctx.path(stage.output)}")
+            console.print(f"{label} [green]done[/green] in {dt:.1f} s -> {stage.output(ctx)}")
         console.print(f"pipeline finished in {time.time() - t_all:.1f} s")
         return self.timings
 
     def _has_checkpoints(self, stage: Stage) -> bool:
-        ck = self.ctx.path(stage.name) / "checkpoints"
+        ck = self.ctx.layout.work(stage.name) / "checkpoints"
         return ck.is_dir() and any(ck.iterdir())
 
     def _run_process(self, label: str, argv: list[str], log: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from personagpt.network import free_port
-from personagpt.paths import ROOT
+from personagpt.paths import ROOT, RunLayout
 
 PY = sys.executable
 
@@ -45,17 +45,23 @@ class Ctx:
     config: Path
     overrides: list[str]
     cfg: object
-    run_dir: Path
+    layout: RunLayout
     ranks: int
 
-    def path(self, name: str) -> Path:
-        return self.run_dir / name
+    @property
+    def quantized(self) -> Path:
+        """The quantized model artifact this run makes (quantized-METHOD, METHOD from pipeline.quantize_method)."""
+        return self.layout.quantized(quantize_method(self.cfg))
+
+    def model(self, name: str) -> Path:
+        """A model artifact of this run by its name in ``pipeline.serve``: teacher, student or quantized."""
+        return {"teacher": self.layout.teacher, "student": self.layout.student, "quantized": self.quantized}[name]
 
 
 @dataclass
 class Stage:
     name: str
-    output: str                      # folder under runs/NAME holding the stage's artifact (or results)
+    output: Callable[[Ctx], Path]    # the folder holding the stage's artifact (or results)
     sections: tuple[str, ...]        # config sections that define the stage (a change reruns it)
     parents: tuple[str, ...]         # upstream stages (a new upstream artifact reruns it)
     command: Callable[[Ctx, bool], list[str]] | None = None  # (ctx, resume) -> argv; None: run in-process
@@ -68,38 +74,38 @@ def _deepspeed(ctx: Ctx, script: str) -> list[str]:
 
 def _data(ctx: Ctx, resume: bool) -> list[str]:
     return [PY, "-m", "personagpt.cli", "data", "prepare", "--config", str(ctx.config), *ctx.overrides,
-            "--out", str(ctx.path("data"))]
+            "--out", str(ctx.layout.data)]
 
 
 def _train(ctx: Ctx, resume: bool) -> list[str]:
     return [*_deepspeed(ctx, "train/run.py"), "--config", str(ctx.config), *ctx.overrides,
-            f"train.dataset={ctx.path('data')}", f"train.run_dir={ctx.path('train')}",
-            f"train.output_dir={ctx.path('teacher')}", "--resume" if resume else "--fresh"]
+            f"train.dataset={ctx.layout.data}", f"train.work_dir={ctx.layout.work('train')}",
+            f"train.output_dir={ctx.layout.teacher}", "--resume" if resume else "--fresh"]
 
 
 def _distill(ctx: Ctx, resume: bool) -> list[str]:
     return [*_deepspeed(ctx, "distill/run.py"), "--config", str(ctx.config), *ctx.overrides,
-            f"distill.teacher={ctx.path('teacher')}", f"distill.dataset={ctx.path('data')}",
-            f"distill.run_dir={ctx.path('distill')}", f"distill.output_dir={ctx.path('student')}",
+            f"distill.teacher={ctx.layout.teacher}", f"distill.dataset={ctx.layout.data}",
+            f"distill.work_dir={ctx.layout.work('distill')}", f"distill.output_dir={ctx.layout.student}",
             "--resume" if resume else "--fresh"]
 
 
 def _quantize(ctx: Ctx, resume: bool) -> list[str]:
     return [PY, str(ROOT / "quantize" / "run.py"), "--config", str(ctx.config), *ctx.overrides,
-            f"quantize.method={quantize_method(ctx.cfg)}", f"quantize.model={ctx.path('student')}",
-            f"quantize.dataset={ctx.path('data')}", f"quantize.output_dir={ctx.path('quantized')}"]
+            f"quantize.method={quantize_method(ctx.cfg)}", f"quantize.model={ctx.layout.student}",
+            f"quantize.dataset={ctx.layout.data}", f"quantize.output_dir={ctx.quantized}"]
 
 
 # Sections: every config key the stage's own command reads (an artifact's content hash does not capture e.g. the
 # model architecture, which the dataset does not depend on but the teacher does).
 STAGES: list[Stage] = [
-    Stage("data", "data", ("data", "model", "seed"), (), _data),
-    Stage("train", "teacher", ("train", "model", "data", "seed"), ("data",), _train),
-    Stage("distill", "student", ("distill", "data", "seed"), ("train", "data"), _distill),
-    Stage("quantize", "quantized", ("quantize", "data", "seed", "pipeline.quantize_method"), ("distill", "data"),
-          _quantize),
+    Stage("data", lambda ctx: ctx.layout.data, ("data", "model", "seed"), (), _data),
+    Stage("train", lambda ctx: ctx.layout.teacher, ("train", "model", "data", "seed"), ("data",), _train),
+    Stage("distill", lambda ctx: ctx.layout.student, ("distill", "data", "seed"), ("train", "data"), _distill),
+    Stage("quantize", lambda ctx: ctx.quantized, ("quantize", "data", "seed", "pipeline.quantize_method"),
+          ("distill", "data"), _quantize),
     # vLLM server + Locust for each model in pipeline.serve (serve/run.py and loadtest/run.py), in-process driver
-    Stage("loadtest", "loadtest", ("serve", "loadtest", "seed", "pipeline.serve", "pipeline.sample_questions",
+    Stage("loadtest", lambda ctx: ctx.layout.loadtest_root, ("serve", "loadtest", "seed", "pipeline.serve", "pipeline.sample_questions",
                                    "pipeline.sample_max_tokens"), ("train", "distill", "quantize", "data")),
 ]
 

@@ -1,7 +1,7 @@
 """DeepSpeed checkpoints: every N steps, keep the last K, resume exactly (also after SIGKILL, also on another
 number of ranks).
 
-Layout: ``<run_dir>/checkpoints/step00000040/`` (DeepSpeed's files + ``trainer_state.json``) and ``latest``.
+Layout: ``<work_dir>/checkpoints/step00000040/`` (DeepSpeed's files + ``trainer_state.json``) and ``latest``.
 A checkpoint counts only once ``trainer_state.json`` is written, which happens after every rank finished its
 DeepSpeed files; ``latest`` is replaced atomically after that. A run killed mid-save therefore resumes from the
 previous complete checkpoint.

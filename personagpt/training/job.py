@@ -21,6 +21,7 @@ import torch
 from personagpt.artifacts import new_manifest, read_manifest, staging_dir, write_manifest
 from personagpt.errors import ArtifactError, ConfigError
 from personagpt.models import save_model_folder
+from personagpt.paths import LOSS_CURVE, RunLayout
 from personagpt.training import checkpoints
 from personagpt.training.batching import BatchPlan, TrainData, encode_samples
 from personagpt.training.ds_config import build_ds_config, use_torch_adam
@@ -49,20 +50,22 @@ def _rank0_print(dist: Dist, *args) -> None:
 class TrainingJob:
     stage = "train"  # manifest stage
     section = "train"  # config section of the engine keys (named in errors)
-    default_run_subdir = "train"
-    default_output_subdir = "teacher"
     title = "teacher"
 
     def __init__(self, cfg, resume: bool = False, fresh: bool = False, tcfg=None):
         self.cfg = cfg
         self.tcfg = tcfg if tcfg is not None else cfg.train
         self.resume, self.fresh = resume, fresh
-        runs = Path("runs") / cfg.name
-        self.run_dir = Path(self.tcfg.run_dir or runs / self.default_run_subdir).resolve()
-        self.output_dir = Path(self.tcfg.output_dir or runs / self.default_output_subdir).resolve()
-        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.layout = RunLayout.of(cfg.name)
+        self.work_dir = Path(self.tcfg.work_dir or self.layout.work(self.stage)).resolve()
+        self.output_dir = Path(self.tcfg.output_dir or self.default_output(self.layout)).resolve()
+        self.ckpt_dir = self.work_dir / "checkpoints"
 
     # --- hooks for other stages ---------------------------------------------------------------------------------
+    @staticmethod
+    def default_output(layout: RunLayout) -> Path:
+        return layout.teacher
+
     def model_source(self) -> ModelSource:
         return resolve_model_source(self.cfg.model)
 
@@ -128,7 +131,7 @@ class TrainingJob:
                                   f"resume with the config it was started with, or pass --fresh")
             return latest
         if latest is not None and not self.fresh:
-            raise ConfigError(f"{self.section}.run_dir: {self.run_dir} holds checkpoints of an earlier run (latest step "
+            raise ConfigError(f"{self.section}.work_dir: {self.work_dir} holds checkpoints of an earlier run (latest step "
                               f"{latest.step}); pass --resume to continue it or --fresh to start over")
         return None
 
@@ -171,9 +174,9 @@ class TrainingJob:
             dataset_hash = self._check_resume_dataset(resume_from)
 
         # 2. writes start here
-        if self.fresh and dist.is_main and self.run_dir.exists():
-            for name in ("checkpoints", "tensorboard", "metrics.jsonl", "loss_curve.png", "probe_logits.pt"):
-                p = self.run_dir / name
+        if self.fresh and dist.is_main and self.work_dir.exists():
+            for name in ("checkpoints", "tensorboard", "metrics.jsonl", LOSS_CURVE, "probe_logits.pt"):
+                p = self.work_dir / name
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         barrier()
         if self.dataset_dir is None:
@@ -223,14 +226,14 @@ class TrainingJob:
                      "omp_threads": torch.get_num_threads()}
         logger = None
         if dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.work_dir.mkdir(parents=True, exist_ok=True)
             self.ckpt_dir.mkdir(exist_ok=True)
-            (self.run_dir / "ds_config.json").write_text(json.dumps(ds_config, indent=2) + "\n")
-            (self.run_dir / "run.json").write_text(json.dumps(
+            (self.work_dir / "ds_config.json").write_text(json.dumps(ds_config, indent=2) + "\n")
+            (self.work_dir / "run.json").write_text(json.dumps(
                 {"plan": plan_info, "config": self.cfg.to_dict(), "dataset": str(self.dataset_dir),
                  "model_source": self.source.describe(), "resumed_from": str(resume_from.path) if resume_from else None},
                 indent=2) + "\n")
-            logger = MetricsLogger(self.run_dir, resume_step=start_step if resume_from else None)
+            logger = MetricsLogger(self.work_dir, resume_step=start_step if resume_from else None)
             _rank0_print(dist, f"{self.title}: {n_params / 1e6:.2f}M parameters ({n_trainable / 1e6:.2f}M trainable), "
                                f"ZeRO-{tcfg.zero_stage}, {dist.world_size} rank(s) x {torch.get_num_threads()} "
                                f"thread(s) on {dist.device.type}/{plan_info['dtype']}, global batch "
@@ -275,7 +278,7 @@ class TrainingJob:
 
     # --- helpers ------------------------------------------------------------------------------------------------
     def _prepare_dataset(self, prepare) -> Path:
-        out = (Path("runs") / self.cfg.name / "data").resolve()  # where `personagpt data prepare` puts it in the demo
+        out = self.layout.data  # where `personagpt data prepare` puts it in the pipeline
         try:
             m = read_manifest(out, kind="dataset")
             if m.get("config", {}).get("data") == self.cfg.data.model_dump(mode="json") and \
@@ -317,9 +320,9 @@ class TrainingJob:
             raise RuntimeError(f"consolidated model disagrees with the engine on a fixed batch: max |logit diff| "
                                f"{diff:.3g} > {atol}")
         torch.save({"input_ids": probe["input_ids"], "attention_mask": probe["attention_mask"],
-                    "logits": engine_logits}, self.run_dir / "probe_logits.pt")
-        records = read_metrics(self.run_dir / "metrics.jsonl")
-        plot_loss_curve(records, self.run_dir / "loss_curve.png", title=f"{self.title} ({self.cfg.name})")
+                    "logits": engine_logits}, self.work_dir / "probe_logits.pt")
+        records = read_metrics(self.work_dir / "metrics.jsonl")
+        plot_loss_curve(records, self.work_dir / LOSS_CURVE, title=f"{self.title} ({self.cfg.name})")
         evals = [r for r in records if r["kind"] == "eval"]
         base = next((r for r in evals if r["step"] == 0), None)
         final = evals[-1] if evals else None
@@ -339,14 +342,14 @@ class TrainingJob:
         with staging_dir(self.output_dir) as tmp:
             block = save_model_folder(model, tok, tmp)
             (tmp / "training").mkdir()
-            shutil.copy2(self.run_dir / "metrics.jsonl", tmp / "training" / "metrics.jsonl")
-            shutil.copy2(self.run_dir / "loss_curve.png", tmp / "training" / "loss_curve.png")
+            shutil.copy2(self.work_dir / "metrics.jsonl", tmp / "training" / "metrics.jsonl")
+            shutil.copy2(self.work_dir / LOSS_CURVE, tmp / "training" / LOSS_CURVE)
             (tmp / "training" / "ds_config.json").write_text(json.dumps(ds_config, indent=2) + "\n")
             manifest = new_manifest(
                 "model", self.stage, config=self.cfg.to_dict(), parents=self.parents(), metrics=metrics,
                 model=block, world_size=plan_info["world_size"], wall_time_s=metrics["wall_seconds"],
                 tokens_per_s=metrics["train_tokens_per_s"],
-                training={**plan_info, "model_source": self.source.describe(), "run_dir": str(self.run_dir),
+                training={**plan_info, "model_source": self.source.describe(), "work_dir": str(self.work_dir),
                           "resumed_from": str(resume_from.path) if resume_from else None,
                           "export_seconds": round(time.time() - t0, 1)},
                 **self.artifact_extra(model, tok))

@@ -28,8 +28,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 class MetricsLogger:
     """Rank 0 only. ``resume_step``: keep earlier records up to and including that step."""
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True):
-        self.path = Path(run_dir) / "metrics.jsonl"
+    def __init__(self, work_dir: Path, resume_step: int | None = None, tensorboard: bool = True):
+        self.path = Path(work_dir) / "metrics.jsonl"
         if resume_step is None:
             self.path.write_text("")
         else:
@@ -40,7 +40,7 @@ class MetricsLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"),
+            self.tb = SummaryWriter(str(Path(work_dir) / "tensorboard"),
                                     purge_step=None if resume_step is None else resume_step + 1)
 
     def log(self, record: dict[str, Any]) -> None:
