@@ -50,10 +50,11 @@ def _model_init(args) -> int:
 
 def _run_pipeline(args) -> int:
     from personagpt.config import load_config
+    from personagpt.paths import RunLayout
+    from personagpt.pipeline.context import Ctx, default_ranks
     from personagpt.pipeline.report import write_report
     from personagpt.pipeline.runner import Pipeline
-    from personagpt.paths import RunLayout
-    from personagpt.pipeline.stages import STAGES, Ctx, default_ranks
+    from personagpt.pipeline.stages import STAGES
 
     if args.config is None:
         raise PersonaGPTError("personagpt run needs --config (configs/tiny.yaml, configs/smollm2-persona.yaml)")
@@ -64,8 +65,8 @@ def _run_pipeline(args) -> int:
         raise PersonaGPTError(f"--stages: unknown stage(s) {sorted(set(only) - set(names))} (stages: {', '.join(names)})")
     ctx = Ctx(config=args.config.resolve(), overrides=list(args.overrides), cfg=cfg,
               layout=RunLayout.of(cfg.name), ranks=cfg.pipeline.ranks or default_ranks())
-    timings = Pipeline(ctx, force=args.force, only=only).run()
-    print(f"report: {write_report(ctx.layout, cfg, ctx.quantized, timings)}")
+    timings = Pipeline(ctx, STAGES, force=args.force, only=only).run()
+    print(f"report: {write_report(ctx, timings)}")
     return 0
 
 

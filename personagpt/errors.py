@@ -1,4 +1,5 @@
-"""User-facing errors. Every one of them means: bad input, exit code 2, a message naming what is wrong."""
+"""User-facing errors: each is printed as `error: MESSAGE` (naming the file, row or key) and exits with its code:
+2 for bad input, 1 for a failed pipeline stage."""
 
 EXIT_USAGE = 2
 
@@ -19,3 +20,9 @@ class DataError(PersonaGPTError):
 
 class ArtifactError(PersonaGPTError):
     """An artifact folder is missing, incomplete or of the wrong kind."""
+
+
+class StageFailed(PersonaGPTError):
+    """A pipeline stage failed (its own error and the tail of its log are in the message): exit code 1."""
+
+    exit_code = 1

@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_server(args.url.rstrip("/"), args.model, api_key, args.concurrency, args.requests,
                             args.max_tokens, "server")
     elif args.artifact:
-        from serve import plan, process
+        from personagpt import process_group
+        from serve import plan
         from serve.ready import NotReady, wait_ready
         from serve.run import _server_env
 
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             launch.make_dirs()
             t0 = time.monotonic()
-            proc = process.start(launch.argv, _server_env(launch, api_key), launch.log_file, cwd=ROOT)
+            proc = process_group.start(launch.argv, _server_env(launch, api_key), launch.log_file, cwd=ROOT)
             try:
                 wait_ready(launch.url, launch.model, api_key, c.ready_timeout_s, proc.poll, launch.log_file)
                 startup = time.monotonic() - t0
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {e}", file=sys.stderr)
                 return 1
             finally:
-                process.stop_group(proc.pid, c.shutdown_timeout_s, proc)
+                process_group.stop_group(proc.pid, c.shutdown_timeout_s, proc)
     else:
         ap.error("give --artifact or --url")
 

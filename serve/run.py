@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 from personagpt.config import load_config
 from personagpt.errors import PersonaGPTError
 from personagpt.network import port_in_use
-from serve import plan, process
+from personagpt import process_group
+from serve import plan
 from serve.ready import NotReady, log_tail, wait_ready
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -89,11 +90,11 @@ def stop(cfg, port: int | None) -> int:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         cmdline = []
-    if not process.pid_alive(pid) or (cmdline and cmdline[0].decode() != rec["argv0"]):
+    if not process_group.pid_alive(pid) or (cmdline and cmdline[0].decode() != rec["argv0"]):
         pidfile.unlink(missing_ok=True)
         say(f"no server running on port {port} (stale {pidfile} removed)")
         return 0
-    res = process.stop_group(pid, cfg.shutdown_timeout_s)
+    res = process_group.stop_group(pid, cfg.shutdown_timeout_s)
     pidfile.unlink(missing_ok=True)
     say(f"stopped {rec['engine']} server on port {port} (process group {pid}) in {res['seconds']:.1f} s"
         + ("" if res["graceful"] else f"; killed {res['killed']}"))
@@ -130,7 +131,7 @@ def run(args) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, on_signal)
     t0 = time.monotonic()
-    proc = process.start(launch.argv, _server_env(launch, api_key), launch.log_file, cwd=ROOT)
+    proc = process_group.start(launch.argv, _server_env(launch, api_key), launch.log_file, cwd=ROOT)
     pidfile = _pidfile(cfg, launch.port)
     record = {"engine": launch.engine, "device": launch.device, "url": launch.url, "model": launch.model,
               "max_model_len": launch.max_model_len, "pid": proc.pid, "pgid": proc.pid,
@@ -146,7 +147,7 @@ def run(args) -> int:
             wait_ready(launch.url, launch.model, api_key, cfg.ready_timeout_s, proc.poll, launch.log_file)
         except (NotReady, KeyboardInterrupt) as e:
             say(f"error: {e}" if isinstance(e, NotReady) else "interrupted before the server was ready")
-            res = process.stop_group(proc.pid, cfg.shutdown_timeout_s, proc)
+            res = process_group.stop_group(proc.pid, cfg.shutdown_timeout_s, proc)
             pidfile.unlink(missing_ok=True)
             say(f"server stopped (process group {proc.pid}, {res['seconds']:.1f} s)")
             return 1
@@ -175,11 +176,11 @@ def _foreground(proc, launch, cfg, api_key, pidfile, ready_record, t0, stop_requ
             pass
         if stop_requested.is_set():
             say(f"signal {received[0]}: stopping the server (process group {proc.pid})")
-            res = process.stop_group(proc.pid, cfg.shutdown_timeout_s, proc)
+            res = process_group.stop_group(proc.pid, cfg.shutdown_timeout_s, proc)
             say(f"server stopped in {res['seconds']:.1f} s" + ("" if res["graceful"] else f"; killed {res['killed']}"))
             return 0 if res["graceful"] else 1
         code = proc.returncode
-        process.stop_group(proc.pid, min(10.0, cfg.shutdown_timeout_s), proc)  # leftovers of the group
+        process_group.stop_group(proc.pid, min(10.0, cfg.shutdown_timeout_s), proc)  # leftovers of the group
         say(f"error: server exited with code {code}.\n--- last lines of {launch.log_file or 'the output'} ---\n"
             f"{log_tail(launch.log_file)}")
         return code or 1

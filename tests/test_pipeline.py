@@ -97,8 +97,9 @@ def test_changed_key_reruns_that_stage_and_downstream(pipeline_run):
     # downstream: the load test's input changed, so it is stale now
     from personagpt.config import load_config
     from personagpt.paths import RunLayout
+    from personagpt.pipeline.context import Ctx
     from personagpt.pipeline.runner import fingerprint
-    from personagpt.pipeline.stages import STAGES, Ctx
+    from personagpt.pipeline.stages import STAGES
 
     cfg = load_config(TINY, [*FAST, "quantize.n_calibration=48"])
     ctx = Ctx(TINY, FAST, cfg, RunLayout(run_dir), 2)

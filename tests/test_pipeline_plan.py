@@ -5,7 +5,8 @@ import pytest
 from fixtures.artifacts import TINY
 from personagpt.config import load_config
 from personagpt.pipeline.runner import fingerprint
-from personagpt.pipeline.stages import STAGES, Ctx
+from personagpt.pipeline.context import Ctx
+from personagpt.pipeline.stages import STAGES
 
 NAMES = [s.name for s in STAGES]
 
@@ -33,6 +34,7 @@ def stale(base_overrides, new_overrides, new_hashes=None):
     ("pipeline.quantize_method=onnx", ["quantize"]),
     ("loadtest.users=3", ["loadtest"]),
     ("serve.max_num_seqs=8", ["loadtest"]),
+    ("pipeline.serve=[distill,quantize]", ["loadtest"]),
 ])
 def test_a_changed_key_reruns_its_stages(key, own):
     assert stale([], [key]) == own
@@ -46,3 +48,12 @@ def test_a_new_artifact_reruns_everything_downstream():
 
 def test_unchanged_is_stable():
     assert stale(["train.lr=0.01"], ["train.lr=0.01"]) == []
+
+
+def test_pipeline_serve_names_stages_like_stages_does():
+    from personagpt.errors import ConfigError
+
+    assert load_config(TINY, ["pipeline.serve=[train,quantize]"]).pipeline.serve == ["train", "quantize"]
+    with pytest.raises(ConfigError, match="'quantized' names a model; pipeline.serve names the stage that makes it, "
+                                          "as --stages does: 'quantize'"):
+        load_config(TINY, ["pipeline.serve=[quantized]"])

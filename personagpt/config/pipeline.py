@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from personagpt.config.base import Section
 
-MODELS = ("teacher", "student", "quantized")
+# pipeline.serve names stages, like --stages; these are the models they make (the old vocabulary of the key)
+MODEL_OF_STAGE = {"train": "teacher", "distill": "student", "quantize": "quantized"}
 
 
 class PipelineConfig(Section):
@@ -17,8 +18,20 @@ class PipelineConfig(Section):
                                                       "or 2 on a CPU-only machine")
     quantize_method: Literal["auto", "gptq", "int8", "onnx"] = Field(
         "auto", description="auto: gptq on GPUs, int8 W8A8 on CPUs (what vLLM serves there)")
-    serve: list[Literal["teacher", "student", "quantized"]] = Field(
-        default_factory=lambda: ["quantized"], description="models served with vLLM and load tested, one at a time")
+    serve: list[Literal["train", "distill", "quantize"]] = Field(
+        default_factory=lambda: ["quantize"], description="stages whose models are served with vLLM and load "
+                                                          "tested, one at a time (train: the teacher, distill: the "
+                                                          "student, quantize: the quantized student)")
     serve_port: int = Field(0, ge=0, le=65535, description="0: a free port")
     sample_questions: int = Field(3, ge=0, description="held-out questions every model answers in the report")
     sample_max_tokens: int = Field(48, ge=1)
+
+    @field_validator("serve", mode="before")
+    @classmethod
+    def _stage_names(cls, v):
+        stage_of = {m: s for s, m in MODEL_OF_STAGE.items()}
+        for item in v if isinstance(v, list) else []:
+            if item in stage_of:
+                raise ValueError(f"{item!r} names a model; pipeline.serve names the stage that makes it, as "
+                                 f"--stages does: {stage_of[item]!r}")
+        return v

@@ -1,19 +1,18 @@
-"""The serving stage of a run: for each model in ``pipeline.serve``, start vLLM through ``serve/run.py --wait``,
-load test it with ``loadtest/run.py`` (Locust), ask it the report's held-out questions, stop it. Each step is its
-own process through the real entry point; the server is always stopped, also when a step fails."""
+"""The load-test stage: for each stage named in ``pipeline.serve``, serve its model (:func:`served`), load test it
+with ``loadtest/run.py`` (Locust), ask it the report's held-out questions, and stop it. Its results folder is
+``runs/NAME/loadtest``: one ``MODEL/PROFILE`` folder per served model and ``done.json``, the record the report
+reads (which stage's model was served from which artifact, its summary, its answers)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from personagpt.errors import StageFailed
 from personagpt.paths import ROOT
-from personagpt.network import free_port
-from personagpt.pipeline.stages import Ctx, env_for_children
-
-PY = sys.executable
+from personagpt.pipeline.context import PY, Ctx
+from personagpt.pipeline.serving import Server, served
+from personagpt.pipeline.stage import Stage, log_tail, run_command
 
 
 def held_out_questions(dataset: Path, n: int) -> list[dict]:
@@ -21,72 +20,63 @@ def held_out_questions(dataset: Path, n: int) -> list[dict]:
     from personagpt.data.prepare import read_split
     from personagpt.template import prompt_messages
 
-    out = []
-    for s in read_split(dataset, "test")[:n]:
-        out.append({"id": s["id"], "messages": prompt_messages(s["messages"]),
-                    "persona_reply": s["messages"][-1]["content"]})
-    return out
+    return [{"id": s["id"], "messages": prompt_messages(s["messages"]), "persona_reply": s["messages"][-1]["content"]}
+            for s in read_split(dataset, "test")[:n]]
 
 
-def ask(url: str, model: str, questions: list[dict], max_tokens: int, api_key: str | None) -> list[str]:
+def ask(server: Server, questions: list[dict], max_tokens: int) -> list[str]:
+    """Each question as one chat completion with the artifact's own decoding defaults, EOS honoured."""
     import requests
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     answers = []
     for q in questions:
-        r = requests.post(f"{url}/v1/chat/completions", headers=headers, timeout=300, json={
-            "model": model, "messages": q["messages"], "max_tokens": max_tokens, "temperature": 0})
+        r = requests.post(f"{server.url}/v1/chat/completions", headers=server.headers, timeout=300, json={
+            "model": server.model, "messages": q["messages"], "max_tokens": max_tokens, "temperature": 0})
         r.raise_for_status()
         answers.append(r.json()["choices"][0]["message"]["content"])
     return answers
 
 
-def _run(argv: list[str], log, check: bool = True) -> int:
-    log.write("$ " + " ".join(argv) + "\n")
-    log.flush()
-    rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env_for_children()).returncode
-    if check and rc != 0:
-        raise RuntimeError(f"{' '.join(argv[:3])} exited with code {rc}")
-    return rc
+class LoadtestStage(Stage):
+    name = "loadtest"
+    sections = ("serve", "loadtest", "seed", "pipeline.serve", "pipeline.sample_questions",
+                "pipeline.sample_max_tokens")
 
+    def __init__(self, model_stages: dict[str, Stage]):
+        self.model_stages = model_stages  # the stages pipeline.serve may name
+        self.parents = (*model_stages, "data")
 
-def run_loadtest_stage(ctx: Ctx, log_path: Path) -> None:
-    import os
+    def output(self, ctx: Ctx) -> Path:
+        return ctx.layout.loadtest_root
 
-    from personagpt.pipeline.runner import StageFailed
-
-    cfg = ctx.cfg
-    out_root = ctx.layout.loadtest_root
-    questions = held_out_questions(ctx.layout.data, cfg.pipeline.sample_questions)
-    done = {"models": {}, "questions": questions}
-    with open(log_path, "w") as log:
-        for name in cfg.pipeline.serve:
-            artifact = ctx.model(name)
-            port = cfg.pipeline.serve_port or free_port()
-            url = f"http://127.0.0.1:{port}"
-            out = ctx.layout.loadtest(artifact.name, cfg.loadtest.profile)
+    def run(self, ctx: Ctx, resume: bool, log: Path) -> None:
+        cfg = ctx.cfg
+        questions = held_out_questions(ctx.layout.data, cfg.pipeline.sample_questions)
+        done: dict = {"models": {}, "questions": questions}
+        for stage_name in cfg.pipeline.serve:
+            stage = self.model_stages[stage_name]
+            artifact = stage.output(ctx)
             try:
-                _run([PY, str(ROOT / "serve" / "run.py"), "--artifact", str(artifact), "--config", str(ctx.config),
-                      *ctx.overrides, "--port", str(port), "--wait"], log)
-                rc = _run([PY, str(ROOT / "loadtest" / "run.py"), "--host", url, "--config", str(ctx.config),
-                           *ctx.overrides, f"loadtest.dataset={ctx.layout.data}", f"loadtest.out={out}"], log,
-                          check=False)
-                if rc not in (0, 1) or not (out / "summary.json").is_file():
-                    raise RuntimeError(f"loadtest/run.py exited with code {rc}")
-                models = __import__("requests").get(f"{url}/v1/models", timeout=30, headers={
-                    "Authorization": f"Bearer {os.environ[cfg.serve.api_key_env]}"}
-                    if os.environ.get(cfg.serve.api_key_env) else {}).json()
-                answers = ask(url, models["data"][0]["id"], questions, cfg.pipeline.sample_max_tokens,
-                              os.environ.get(cfg.serve.api_key_env))
-                (out / "answers.json").write_text(json.dumps(answers, indent=2, ensure_ascii=False) + "\n")
-                done["models"][name] = {"artifact": str(artifact), "summary": str(out / "summary.json"),
-                                        "slo_passed": rc == 0, "answers": answers}
-            except Exception as e:  # noqa: BLE001 - reported as this stage's failure with the log's tail
-                log.flush()
-                tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-                raise StageFailed(f"serving/load test of {name} ({artifact}) failed: {e}\n--- last lines of "
-                                  f"{log_path} ---\n{tail}") from None
-            finally:
-                _run([PY, str(ROOT / "serve" / "run.py"), "--config", str(ctx.config), *ctx.overrides, "--stop",
-                      "--port", str(port)], log, check=False)
-    (out_root / "done.json").write_text(json.dumps(done, indent=2, ensure_ascii=False) + "\n")
+                done["models"][stage_name] = self._serve_and_test(ctx, artifact, questions, log)
+            except Exception as e:  # noqa: BLE001 - any failure is this stage's, reported with the log's tail
+                if isinstance(e, StageFailed):
+                    raise
+                raise StageFailed(f"serving/load test of {stage.model} ({artifact}) failed: {e}\n"
+                                  f"--- last lines of {log} ---\n{log_tail(log)}") from None
+            done["models"][stage_name]["model"] = stage.model
+        (ctx.layout.loadtest_root / "done.json").write_text(json.dumps(done, indent=2, ensure_ascii=False) + "\n")
+
+    def _serve_and_test(self, ctx: Ctx, artifact: Path, questions: list[dict], log: Path) -> dict:
+        cfg = ctx.cfg
+        out = ctx.layout.loadtest(artifact.name, cfg.loadtest.profile)
+        with served(ctx, artifact, log) as server:
+            # exit 1: the SLO was violated, results written (the report shows it); anything else is a failure
+            rc = run_command([PY, str(ROOT / "loadtest" / "run.py"), "--host", server.url, *ctx.args(),
+                              f"loadtest.dataset={ctx.layout.data}", f"loadtest.out={out}"], log, ok=(0, 1))
+            if not (out / "summary.json").is_file():
+                raise StageFailed(f"loadtest/run.py exited with code {rc} without results in {out}\n"
+                                  f"--- last lines of {log} ---\n{log_tail(log)}")
+            answers = ask(server, questions, cfg.pipeline.sample_max_tokens)
+        (out / "answers.json").write_text(json.dumps(answers, indent=2, ensure_ascii=False) + "\n")
+        return {"artifact": str(artifact), "summary": str(out / "summary.json"), "slo_passed": rc == 0,
+                "answers": answers}

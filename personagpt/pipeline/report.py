@@ -11,6 +11,8 @@ from typing import Any
 from personagpt.artifacts import read_manifest
 from personagpt.errors import ArtifactError
 from personagpt.paths import RunLayout
+from personagpt.pipeline.context import Ctx
+from personagpt.pipeline.loadtest_stage import held_out_questions
 
 
 def _manifest(path: Path) -> dict | None:
@@ -32,9 +34,9 @@ def _mb(b: Any) -> str:
     return "—" if b is None else f"{b / 1e6:.1f} MB"
 
 
-def _served(done: dict, name: str) -> dict | None:
-    """The served figures of model ``name`` from the load-test stage's record (None: not served)."""
-    rec = done.get("models", {}).get(name)
+def _served(done: dict, stage: str) -> dict | None:
+    """The served figures of the model of ``stage`` from the load-test stage's record (None: not served)."""
+    rec = done.get("models", {}).get(stage)
     if not rec or not Path(rec["summary"]).is_file():
         return None
     s = json.loads(Path(rec["summary"]).read_text())
@@ -62,11 +64,11 @@ def model_rows(layout: RunLayout, quantized: Path) -> list[dict[str, Any]]:
     if t:
         rows.append({"model": "teacher", "params": t["model"]["num_parameters"], "bytes": t["model"]["weight_bytes"],
                      "ppl": t["metrics"].get("val_ppl"), "retained": 1.0,
-                     "decode": d.get("teacher_decode_tokens_per_s"), "served": _served(done, "teacher")})
+                     "decode": d.get("teacher_decode_tokens_per_s"), "served": _served(done, "train")})
     if s:
         rows.append({"model": "student", "params": s["model"]["num_parameters"], "bytes": s["model"]["weight_bytes"],
                      "ppl": s["metrics"].get("val_ppl"), "retained": d.get("quality_retained"),
-                     "decode": d.get("student_decode_tokens_per_s"), "served": _served(done, "student")})
+                     "decode": d.get("student_decode_tokens_per_s"), "served": _served(done, "distill")})
     if q:
         before, after = q["metrics"].get("before", {}), q["metrics"].get("after", {})
         ratio = before.get("ppl") / after["ppl"] if before.get("ppl") and after.get("ppl") else None
@@ -75,7 +77,7 @@ def model_rows(layout: RunLayout, quantized: Path) -> list[dict[str, Any]]:
         rows.append({"model": f"quantized ({method})", "params": q.get("model", {}).get("num_parameters"),
                      "bytes": after.get("weight_bytes", q.get("model", {}).get("weight_bytes")),
                      "ppl": after.get("ppl"), "retained": retained, "decode": after.get("decode_tokens_per_s"),
-                     "served": _served(done, "quantized")})
+                     "served": _served(done, "quantize")})
     return rows
 
 
@@ -113,19 +115,21 @@ def hf_answers(model_dir: Path, questions: list[dict], max_tokens: int) -> list[
     return out
 
 
-def write_report(layout: RunLayout, cfg, quantized: Path, timings: dict[str, dict] | None = None) -> Path:
-    from personagpt.pipeline.loadtest_stage import held_out_questions
+def write_report(ctx: Ctx, timings: dict[str, dict] | None = None) -> Path:
+    from personagpt.pipeline.stages import MODEL_STAGES
 
+    layout, cfg, quantized = ctx.layout, ctx.cfg, ctx.quantized
     run_dir = layout.root
     rows = model_rows(layout, quantized)
     questions = held_out_questions(layout.data, cfg.pipeline.sample_questions)
     served = loadtest_record(layout).get("models", {})
     answers: dict[str, list[str] | None] = {}
-    for name, folder in (("teacher", layout.teacher), ("student", layout.student), ("quantized", quantized)):
+    for name, stage in MODEL_STAGES.items():
         if name in served:
-            answers[name + " (vLLM)"] = served[name]["answers"]
-        elif name != "quantized":
-            answers[name + " (HF generate)"] = hf_answers(folder, questions, cfg.pipeline.sample_max_tokens)
+            answers[stage.model + " (vLLM)"] = served[name]["answers"]
+        elif name != "quantize":
+            answers[stage.model + " (HF generate)"] = hf_answers(stage.output(ctx), questions,
+                                                                 cfg.pipeline.sample_max_tokens)
     lines = [f"# PersonaGPT run `{cfg.name}`", ""]
     data = _manifest(layout.data) or {}
     if data:

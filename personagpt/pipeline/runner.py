@@ -1,33 +1,30 @@
-"""Run the stages in order, each as its own process; skip the ones whose inputs and config are unchanged.
+"""Run the stages in order; skip the ones whose inputs and config are unchanged.
 
 A stage's fingerprint hashes the config sections that define it and the content hashes of its parents'
-artifacts. ``runs/NAME/pipeline.json`` records, per stage, the fingerprint its artifact was made with; a stage is
-skipped when the fingerprint is the same and its artifact (manifest and content hash) is still there. Changing a
-key therefore reruns that stage, whose new artifact changes the fingerprints of everything downstream.
-A failing stage stops the run with that stage's error; earlier artifacts stay as they were (stages write through
-staging folders, so a failed stage leaves none behind).
+outputs. ``runs/NAME/pipeline.json`` records, per stage, the fingerprint its output was made with and its status;
+a stage is skipped when the fingerprint is the same, its status is ``done`` and its output (manifest and content
+hash) is still there. Changing a key therefore reruns that stage, whose new output changes the fingerprints of
+everything downstream. A stage whose last attempt with the same fingerprint did not finish is run with
+``resume=True`` (train/distill continue from their checkpoints). A failing stage stops the run with that stage's
+error; earlier artifacts stay as they were (stages write through staging folders, so a failed stage leaves none).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
+import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from personagpt.artifacts import hash_files, read_manifest
-from personagpt.errors import ArtifactError, PersonaGPTError
-from personagpt.pipeline.stages import STAGES, Ctx, Stage, env_for_children
+from personagpt.errors import ArtifactError
+from personagpt.pipeline.context import Ctx
+from personagpt.pipeline.stage import Stage
 
 console = Console(highlight=False)
-
-
-class StageFailed(PersonaGPTError):
-    exit_code = 1
 
 
 def _section(cfg_dict: dict, dotted: str) -> Any:
@@ -56,8 +53,8 @@ def fingerprint(stage: Stage, ctx: Ctx, state: dict) -> str:
 
 
 class Pipeline:
-    def __init__(self, ctx: Ctx, force: bool = False, only: list[str] | None = None):
-        self.ctx, self.force, self.only = ctx, force, only
+    def __init__(self, ctx: Ctx, stages: list[Stage], force: bool = False, only: list[str] | None = None):
+        self.ctx, self.stages, self.force, self.only = ctx, stages, force, only
         self.state_path = ctx.layout.state
         self.state: dict[str, dict] = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
         self.timings: dict[str, dict] = {}
@@ -70,68 +67,73 @@ class Pipeline:
         return (not self.force and rec.get("fingerprint") == fp and rec.get("status") == "done"
                 and rec.get("output_hash") is not None and rec.get("output_hash") == output_hash(stage, self.ctx))
 
-    def run(self) -> dict[str, dict]:
-        from personagpt.pipeline.loadtest_stage import run_loadtest_stage
+    def resumable(self, stage: Stage, fp: str) -> bool:
+        """The last attempt of this stage, with this fingerprint, did not finish."""
+        rec = self.state.get(stage.name, {})
+        return not self.force and rec.get("fingerprint") == fp and rec.get("status") == "failed"
 
+    def run(self) -> dict[str, dict]:
         ctx = self.ctx
         ctx.layout.log("any").parent.mkdir(parents=True, exist_ok=True)
-        n = len(STAGES)
         t_all = time.time()
-        for i, stage in enumerate(STAGES, 1):
+        for i, stage in enumerate(self.stages, 1):
+            label = f"[{i}/{len(self.stages)}] {stage.name:<9}"
             fp = fingerprint(stage, ctx, self.state)
-            label = f"[{i}/{n}] {stage.name:<9}"
             if (self.only and stage.name not in self.only) or self.up_to_date(stage, fp):
                 why = "not selected" if self.only and stage.name not in self.only else "up to date"
                 console.print(f"{label} [dim]skipped ({why}): {stage.output(ctx)}[/dim]")
                 self.timings[stage.name] = {"status": "skipped", "seconds": 0.0}
                 continue
-            rec = self.state.get(stage.name, {})
-            resume = rec.get("fingerprint") == fp and rec.get("status") == "failed" and not self.force
-            self.state[stage.name] = {"fingerprint": fp, "status": "running", "started": time.time()}
-            self.save_state()
-            log = ctx.layout.log(stage.name)
-            t0 = time.time()
-            try:
-                if stage.command is None:
-                    with console.status(f"{label} running (log {log})"):
-                        run_loadtest_stage(ctx, log)
-                else:
-                    self._run_process(label, stage.command(ctx, resume and stage.name in ("train", "distill")
-                                                            and self._has_checkpoints(stage)), log)
-            except BaseException:
-                self.state[stage.name].update(status="failed", seconds=round(time.time() - t0, 1))
-                self.save_state()
-                raise
-            dt = time.time() - t0
-            self.state[stage.name].update(status="done", seconds=round(dt, 1), output_hash=output_hash(stage, ctx))
-            self.save_state()
+            dt = self._run_stage(stage, fp, label)
             self.timings[stage.name] = {"status": "ran", "seconds": round(dt, 1)}
             console.print(f"{label} [green]done[/green] in {dt:.1f} s -> {stage.output(ctx)}")
         console.print(f"pipeline finished in {time.time() - t_all:.1f} s")
         return self.timings
 
-    def _has_checkpoints(self, stage: Stage) -> bool:
-        ck = self.ctx.layout.work(stage.name) / "checkpoints"
-        return ck.is_dir() and any(ck.iterdir())
+    def _run_stage(self, stage: Stage, fp: str, label: str) -> float:
+        resume = self.resumable(stage, fp)
+        self.state[stage.name] = {"fingerprint": fp, "status": "running", "started": time.time()}
+        self.save_state()
+        log = self.ctx.layout.log(stage.name)
+        log.write_text("")
+        t0 = time.time()
+        try:
+            with _progress(label, log):
+                stage.run(self.ctx, resume, log)
+        except BaseException:
+            self.state[stage.name].update(status="failed", seconds=round(time.time() - t0, 1))
+            self.save_state()
+            raise
+        dt = time.time() - t0
+        self.state[stage.name].update(status="done", seconds=round(dt, 1), output_hash=output_hash(stage, self.ctx))
+        self.save_state()
+        return dt
 
-    def _run_process(self, label: str, argv: list[str], log: Path) -> None:
-        from personagpt.paths import ROOT
 
-        with open(log, "w") as f:
-            f.write("$ " + " ".join(argv) + "\n")
-            f.flush()
-            proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env_for_children())
-            with console.status(f"{label} running (log {log})") as status:
-                while proc.poll() is None:
-                    time.sleep(1.0)
-                    status.update(f"{label} running {_last_line(log)[:100]}")
-        if proc.returncode != 0:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-            raise StageFailed(f"stage failed with exit code {proc.returncode}: {' '.join(argv[:6])} ...\n"
-                              f"--- last lines of {log} ---\n{tail}")
+class _progress:
+    """A console status line showing the stage's latest log line while it runs."""
+
+    def __init__(self, label: str, log):
+        self.label, self.log, self.stop = label, log, threading.Event()
+
+    def __enter__(self):
+        self.status = console.status(f"{self.label} running (log {self.log})")
+        self.status.__enter__()
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+        self.thread.start()
+        return self
+
+    def _follow(self) -> None:
+        while not self.stop.wait(1.0):
+            self.status.update(f"{self.label} running {_last_line(self.log)[:100]}")
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.status.__exit__(*exc)
 
 
-def _last_line(path: Path) -> str:
+def _last_line(path) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(0, 2)

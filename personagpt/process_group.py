@@ -1,4 +1,8 @@
-"""Start a server in its own process group; stop the whole group gracefully (SIGTERM, then SIGKILL)."""
+"""Process groups: start a command as the leader of its own session/process group, find what is left of a group,
+stop a whole group gracefully (SIGTERM to the leader, then to the group, SIGKILL at the timeout).
+
+Every long-running child the project starts (the vLLM/baseline server, a pipeline stage) gets its own group, so
+that one signal reaches all of its processes and nothing is left behind. Linux and other POSIX systems."""
 
 from __future__ import annotations
 

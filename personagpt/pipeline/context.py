@@ -1,0 +1,63 @@
+"""What every stage of a run gets: the user's config file and overrides (passed on to each stage's own entry
+point unchanged), the validated config, the run folder's layout, and the number of training ranks."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from personagpt.paths import RunLayout
+
+PY = sys.executable
+
+
+def default_ranks() -> int:
+    """Every GPU, or 2 ranks on a CPU-only machine (one OpenMP thread each)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.device_count()
+    except ImportError:  # pragma: no cover
+        pass
+    return 2
+
+
+def quantize_method(cfg) -> str:
+    """``pipeline.quantize_method``; ``auto``: GPTQ on GPUs, int8 W8A8 on CPUs (what vLLM serves there)."""
+    if cfg.pipeline.quantize_method != "auto":
+        return cfg.pipeline.quantize_method
+    try:
+        import torch
+
+        return "gptq" if torch.cuda.is_available() else "int8"
+    except ImportError:  # pragma: no cover
+        return "int8"
+
+
+def env_for_children() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Ctx:
+    config: Path
+    overrides: list[str]
+    cfg: object
+    layout: RunLayout
+    ranks: int
+
+    def args(self) -> list[str]:
+        """``--config FILE key=value ...``: how every stage entry receives the user's config."""
+        return ["--config", str(self.config), *self.overrides]
+
+    @property
+    def quantized(self) -> Path:
+        """The quantized model artifact this run makes (quantized-METHOD, METHOD from pipeline.quantize_method)."""
+        return self.layout.quantized(quantize_method(self.cfg))
