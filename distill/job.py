@@ -1,8 +1,14 @@
 """The distill job: :class:`personagpt.training.job.TrainingJob` (the teacher's engine, checkpoints, resume,
-consolidation, logging, plots) with a frozen teacher, a pruned student and the distillation objective."""
+consolidation, logging, plots) with a frozen teacher, a pruned student and the distillation objective.
+
+It plugs in through the job's hooks: ``check_model`` checks the teacher and the student's shape (a
+:class:`StudentSpec` in the plan), ``build_models`` loads the teacher, chooses the student's layers and builds
+it (a :class:`StudentParts`), ``loss_fn`` is the :class:`DistillObjective`, ``artifact_extra`` the
+``distillation`` block of the manifest (teacher and student on the same samples, same code)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +17,30 @@ import torch
 from distill.objective import DistillObjective
 from distill.student import build_student, student_config, student_layers
 from personagpt.artifacts import read_manifest
-from personagpt.model_artifact import open_model_artifact
-from personagpt.paths import RunLayout
 from personagpt.errors import ConfigError
-from personagpt.training.job import TrainingJob
+from personagpt.model_artifact import open_model_artifact
+from personagpt.training.job import JobData, JobPlan, ModelParts, TrainingJob
 from personagpt.training.model_setup import ModelSource
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """The checked student shape (its layers are placeholders until ``layer_selection: angular`` measures)."""
+
+    teacher_config: Any
+    keep_layers: list[int]
+    config: Any
+    teacher_vocab: dict[str, int]
+
+
+@dataclass
+class StudentParts(ModelParts):
+    teacher: torch.nn.Module = None
+    teacher_params: int = 0
+    teacher_eval: dict[str, Any] = field(default_factory=dict)  # the teacher on the same validation samples
+    keep_layers: list[int] = field(default_factory=list)
+    config: Any = None  # the student's transformers config
+    info: dict[str, Any] = field(default_factory=dict)  # how it was built (manifest)
 
 
 class DistillJob(TrainingJob):
@@ -26,86 +51,87 @@ class DistillJob(TrainingJob):
     def __init__(self, cfg, resume: bool = False, fresh: bool = False):
         super().__init__(cfg, resume=resume, fresh=fresh, tcfg=cfg.distill)
         self.teacher_dir = Path(cfg.distill.teacher or self.layout.teacher).resolve()
-        self.teacher = None
-        self.teacher_eval: dict[str, Any] | None = None
 
-    @staticmethod
-    def default_output(layout: RunLayout) -> Path:
-        return layout.student
+    def default_output(self) -> Path:
+        return self.layout.student
 
     # --- checks -------------------------------------------------------------------------------------------------
-    def model_source(self) -> ModelSource:
-        """The teacher artifact (validated before anything is written). LoRA targets are checked against it."""
-        open_model_artifact(self.teacher_dir, "distill.teacher")
+    def check_model(self) -> tuple[ModelSource, StudentSpec]:
+        """The teacher artifact and the student's shape (errors exit 2 here, before anything is written)."""
         from transformers import AutoConfig
 
-        tcfg = AutoConfig.from_pretrained(str(self.teacher_dir))
-        self.keep_layers = student_layers(self.tcfg.student, tcfg.num_hidden_layers)
-        self.student_cfg = student_config(tcfg, self.tcfg.student, self.keep_layers)  # shape errors exit 2 here
-        self._check_vocab(tcfg)
-        return ModelSource("pretrained", self.teacher_dir)
+        from personagpt.tokenizer import load_tokenizer
 
-    def _check_vocab(self, teacher_config) -> None:
+        open_model_artifact(self.teacher_dir, "distill.teacher")
+        t_config = AutoConfig.from_pretrained(str(self.teacher_dir))
+        keep = student_layers(self.tcfg.student, t_config.num_hidden_layers)
+        s_config = student_config(t_config, self.tcfg.student, keep)
+        t_vocab = load_tokenizer(self.teacher_dir).get_vocab()
+        self._check_student_path(t_config, t_vocab)
+        return ModelSource("pretrained", self.teacher_dir), StudentSpec(t_config, keep, s_config, t_vocab)
+
+    def _check_student_path(self, teacher_config, teacher_vocab: dict[str, int]) -> None:
         """Logit distillation compares distributions token by token: the vocabularies must be the same."""
+        from transformers import AutoConfig
+
         from personagpt.tokenizer import load_tokenizer
 
-        t_tok = load_tokenizer(self.teacher_dir)
-        s_path = self.tcfg.student.path
-        if s_path is not None:
-            from transformers import AutoConfig
+        if self.tcfg.student.path is None:
+            return
+        s_path = Path(self.tcfg.student.path)
+        if not (s_path / "config.json").is_file():
+            raise ConfigError(f"distill.student.path: {s_path}: not a Hugging Face model folder")
+        s_tok = load_tokenizer(s_path)
+        if s_tok.get_vocab() != teacher_vocab or AutoConfig.from_pretrained(str(s_path)).vocab_size \
+                != teacher_config.vocab_size:
+            raise ConfigError(f"distill.student.path: {s_path}: its vocabulary differs from the teacher's "
+                              f"({len(s_tok)} vs {len(teacher_vocab)} tokens); logit distillation needs the same one")
 
-            s_path = Path(s_path)
-            if not (s_path / "config.json").is_file():
-                raise ConfigError(f"distill.student.path: {s_path}: not a Hugging Face model folder")
-            s_tok = load_tokenizer(s_path)
-            if s_tok.get_vocab() != t_tok.get_vocab() or AutoConfig.from_pretrained(str(s_path)).vocab_size \
-                    != teacher_config.vocab_size:
-                raise ConfigError(f"distill.student.path: {s_path}: its vocabulary differs from the teacher's "
-                                  f"({len(s_tok)} vs {len(t_tok)} tokens); logit distillation needs the same one")
-        self.t_vocab = t_tok.get_vocab()
+    def default_dataset(self) -> Path | None:
+        """The dataset the teacher was trained on (None: prepared from the data: section)."""
+        parent = read_manifest(self.teacher_dir).get("parents", {}).get("dataset", {}).get("path")
+        return Path(parent) if parent is not None else None
 
-    def _check_dataset(self) -> Path | None:
-        """``distill.dataset``, by default the dataset the teacher was trained on; its tokenizer must be the
-        teacher's."""
+    def check_dataset(self, path: Path, spec: StudentSpec) -> None:
         from personagpt.tokenizer import load_tokenizer
 
-        if self.tcfg.dataset is None:
-            parent = read_manifest(self.teacher_dir).get("parents", {}).get("dataset", {}).get("path")
-            if parent is None:
-                return None  # prepared from the data: section (with the teacher's tokenizer source)
-            self.tcfg.dataset = Path(parent)
-        path = super()._check_dataset()
-        if load_tokenizer(path / "tokenizer").get_vocab() != self.t_vocab:
+        if load_tokenizer(path / "tokenizer").get_vocab() != spec.teacher_vocab:
             raise ConfigError(f"distill.dataset: {path} was tokenized with a different vocabulary than the teacher "
                               f"{self.teacher_dir}")
-        return path
 
-    # --- hooks --------------------------------------------------------------------------------------------------
-    def build_model(self, tokenizer, dtype: torch.dtype):
+    # --- models -------------------------------------------------------------------------------------------------
+    def build_models(self, plan: JobPlan, dist, data: JobData) -> StudentParts:
         from personagpt.models import load_model
 
+        dtype = self._dtype(dist)
+        spec: StudentSpec = plan.spec
         teacher, _ = load_model(self.teacher_dir, dtype=dtype, device="cpu")
-        if self.tcfg.student.path is not None:
+        student, keep, config, info = self._student(teacher, spec, data, dtype, dist)
+        parts = StudentParts(model=student, teacher_params=sum(p.numel() for p in teacher.parameters()),
+                             keep_layers=keep, config=config, info=info)
+        parts.teacher = self._frozen_teacher(teacher, dist)
+        parts.teacher_eval = self._teacher_eval(parts.teacher, data, dist)
+        return parts
+
+    def _student(self, teacher, spec: StudentSpec, data: JobData, dtype, dist):
+        """(student, kept teacher layers, its config, how it was made)."""
+        scfg = self.tcfg.student
+        if scfg.path is not None:
             from transformers import AutoModelForCausalLM
 
-            student = AutoModelForCausalLM.from_pretrained(str(self.tcfg.student.path), dtype=dtype)
-            self.student_info = {"init": "pretrained", "path": str(self.tcfg.student.path)}
-            self.student_cfg = student.config
-            self.keep_layers = list(range(student.config.num_hidden_layers))
-        else:
-            selection = None
-            if self.tcfg.student.keep_layers is None and self.tcfg.student.layer_selection == "angular":
-                self.keep_layers, selection = self._angular_layers(teacher, tokenizer)
-                self.student_cfg = student_config(teacher.config, self.tcfg.student, self.keep_layers)
-            student, self.student_info = build_student(teacher, self.tcfg.student, seed=self.cfg.seed,
-                                                       layers=self.keep_layers)
-            if selection is not None:
-                self.student_info["layer_selection"] = selection
-        self.teacher_params = sum(p.numel() for p in teacher.parameters())
-        self._setup_teacher(teacher)
-        return student
+            student = AutoModelForCausalLM.from_pretrained(str(scfg.path), dtype=dtype)
+            return (student, list(range(student.config.num_hidden_layers)), student.config,
+                    {"init": "pretrained", "path": str(scfg.path)})
+        keep, config, selection = spec.keep_layers, spec.config, None
+        if scfg.keep_layers is None and scfg.layer_selection == "angular":
+            keep, selection = self._angular_layers(teacher, data, len(spec.keep_layers), dist)
+            config = student_config(teacher.config, scfg, keep)
+        student, info = build_student(teacher, scfg, seed=self.cfg.seed, layers=keep)
+        if selection is not None:
+            info["layer_selection"] = selection
+        return student, keep, config, info
 
-    def _angular_layers(self, teacher, tokenizer) -> tuple[list[int], dict[str, Any]]:
+    def _angular_layers(self, teacher, data: JobData, n_layers: int, dist) -> tuple[list[int], dict[str, Any]]:
         """Rank 0 measures the teacher on the first training samples and every rank keeps its choice (the same
         on a resume: same teacher, same samples)."""
         from distill.layer_selection import angular_keep_layers
@@ -114,30 +140,29 @@ class DistillJob(TrainingJob):
         from personagpt.training.batching import encode_samples
 
         result = [None]
-        if self.dist.is_main:
-            scfg = self.tcfg.student
-            samples = read_split(self.dataset_dir, "train")[: scfg.selection_samples]
-            enc = encode_samples(tokenizer, samples, self.cfg.data.label_turns,
+        if dist.is_main:
+            scfg, tok = self.tcfg.student, data.tokenizer
+            samples = read_split(data.dataset_dir, "train")[: scfg.selection_samples]
+            enc = encode_samples(tok, samples, self.cfg.data.label_turns,
                                  self.tcfg.max_length or self.cfg.data.max_length)
             enc.sort(key=lambda e: len(e["input_ids"]))
-            bs, dev = self.tcfg.eval_batch_size, self.dist.device
+            bs, dev = self.tcfg.eval_batch_size, dist.device
             batches = []
             for i in range(0, len(enc), bs):
-                b = collate(enc[i:i + bs], tokenizer.pad_token_id)
+                b = collate(enc[i:i + bs], tok.pad_token_id)
                 batches.append((b["input_ids"].to(dev), b["attention_mask"].to(dev)))
-            keep, info = angular_keep_layers(teacher.to(dev), batches, len(self.keep_layers))
+            keep, info = angular_keep_layers(teacher.to(dev), batches, n_layers)
             teacher.to("cpu")
             info["samples"] = len(enc)
             result = [(keep, info)]
             print(f"student layers (angular): drop teacher layers {info.get('dropped')}, keep {keep}", flush=True)
-        if self.dist.world_size > 1:
+        if dist.world_size > 1:
             torch.distributed.broadcast_object_list(result, src=0)
         return result[0]
 
-    def _setup_teacher(self, teacher) -> None:
+    def _frozen_teacher(self, teacher, dist):
         teacher.requires_grad_(False)
         teacher.eval()
-        dist = self.dist
         if self.tcfg.teacher_zero3 and dist.world_size > 1:
             import deepspeed
 
@@ -146,81 +171,75 @@ class DistillJob(TrainingJob):
                    "bf16": {"enabled": next(teacher.parameters()).dtype == torch.bfloat16}}
             engine, *_ = deepspeed.initialize(model=teacher, config=cfg)
             engine.module.eval()
-            self.teacher = engine.module
-        else:
-            self.teacher = teacher.to(dist.device)
-        # the teacher's own perplexity on the same validation samples, with the same (collective) code
-        from personagpt.data.prepare import read_split
-        from personagpt.tokenizer import load_tokenizer
-        from personagpt.training.batching import encode_samples
+            return engine.module
+        return teacher.to(dist.device)
+
+    def _teacher_eval(self, teacher, data: JobData, dist) -> dict[str, Any]:
+        """The teacher's perplexity on the student's validation samples, with the same (collective) code."""
         from personagpt.training.evaluation import distributed_perplexity
 
-        tok = load_tokenizer(self.dataset_dir / "tokenizer")
-        val = read_split(self.dataset_dir, "val")
-        if self.tcfg.eval_samples is not None:
-            val = val[: self.tcfg.eval_samples]
-        enc = encode_samples(tok, val, self.cfg.data.label_turns, self.tcfg.max_length or self.cfg.data.max_length)
-        self.teacher_eval = distributed_perplexity(self.teacher, tok, enc, self.tcfg.eval_batch_size, dist.rank,
-                                                   dist.world_size, dist.device)
+        return distributed_perplexity(teacher, data.tokenizer, data.val, self.tcfg.eval_batch_size, dist.rank,
+                                      dist.world_size, dist.device)
 
-    def build_skeleton(self, tokenizer):
+    def skeleton(self, plan: JobPlan, parts: StudentParts, tokenizer):
         from transformers import AutoModelForCausalLM
 
         from personagpt.training.model_setup import apply_lora
 
-        model = AutoModelForCausalLM.from_config(self.student_cfg, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(parts.config, dtype=torch.float32)
         return apply_lora(model, self.tcfg.lora) if self.tcfg.lora.enabled else model
 
-    def loss_fn(self):
+    def loss_fn(self, plan: JobPlan, dist, data: JobData, parts: StudentParts):
         from personagpt.models import eos_token_ids
-        from personagpt.tokenizer import load_tokenizer
 
-        tok = load_tokenizer(self.dataset_dir / "tokenizer")
-        return DistillObjective(self.tcfg, self.teacher, self.keep_layers, tok.pad_token_id, eos_token_ids(tok),
-                                seed=self.cfg.seed * 7919 + self.dist.rank,
-                                synced_gpus=self.tcfg.zero_stage == 3 and self.dist.world_size > 1)
+        tok = data.tokenizer
+        return DistillObjective(self.tcfg, parts.teacher, parts.keep_layers, tok.pad_token_id, eos_token_ids(tok),
+                                seed=self.cfg.seed * 7919 + dist.rank,
+                                synced_gpus=self.tcfg.zero_stage == 3 and dist.world_size > 1)
 
-    def parents(self) -> dict[str, Path]:
-        return {"dataset": self.dataset_dir, "teacher": self.teacher_dir}
+    def parents(self, plan: JobPlan, data: JobData) -> dict[str, Path]:
+        return {"dataset": data.dataset_dir, "teacher": self.teacher_dir}
 
-    def artifact_extra(self, model=None, tokenizer=None) -> dict[str, Any]:
-        """Distillation metrics: sizes, perplexities (same code, same samples), quality retained, decode speed."""
-        from personagpt.data.prepare import read_split
-        from personagpt.evaluate import decode_throughput
-        from personagpt.models import load_model, weight_bytes
-
-        student_params = sum(p.numel() for p in model.parameters()) if model is not None else None
-        out: dict[str, Any] = {
-            "teacher": str(self.teacher_dir),
-            "student": {**self.student_info, "keep_layers": self.keep_layers,
-                        "num_hidden_layers": self.student_cfg.num_hidden_layers,
-                        "hidden_size": self.student_cfg.hidden_size,
-                        "intermediate_size": self.student_cfg.intermediate_size},
-            "objective": {k: getattr(self.tcfg, k) for k in ("loss", "temperature", "alpha", "beta", "skew",
-                                                               "hidden_weight", "hidden_loss", "on_policy_fraction")},
-            "teacher_num_parameters": self.teacher_params, "student_num_parameters": student_params,
-            "params_ratio": student_params / self.teacher_params if student_params else None,
-            "teacher_weight_bytes": weight_bytes(self.teacher_dir),
-            "teacher_val_ppl": self.teacher_eval["ppl"] if self.teacher_eval else None,
-            "teacher_val_loss": self.teacher_eval["loss"] if self.teacher_eval else None,
-        }
+    # --- the manifest's distillation block ----------------------------------------------------------------------
+    def artifact_extra(self, plan: JobPlan, dist, data: JobData, parts: StudentParts, model) -> dict[str, Any]:
+        """Sizes, perplexities (same code, same samples), quality retained, decode speed."""
+        from personagpt.models import weight_bytes
         from personagpt.training.metrics import read_metrics
 
+        student_params = sum(p.numel() for p in model.parameters())
+        config = parts.config
+        out: dict[str, Any] = {
+            "teacher": str(self.teacher_dir),
+            "student": {**parts.info, "keep_layers": parts.keep_layers, "num_hidden_layers": config.num_hidden_layers,
+                        "hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size},
+            "objective": {k: getattr(self.tcfg, k) for k in ("loss", "temperature", "alpha", "beta", "skew",
+                                                               "hidden_weight", "hidden_loss", "on_policy_fraction")},
+            "teacher_num_parameters": parts.teacher_params, "student_num_parameters": student_params,
+            "params_ratio": student_params / parts.teacher_params,
+            "teacher_weight_bytes": weight_bytes(self.teacher_dir),
+            "teacher_val_ppl": parts.teacher_eval["ppl"], "teacher_val_loss": parts.teacher_eval["loss"],
+        }
         evals = [r for r in read_metrics(self.work_dir / "metrics.jsonl") if r["kind"] == "eval"]
-        if evals and self.teacher_eval:
+        if evals:
             # same code, same validation samples: quality retained = teacher ppl / student ppl (1.0 = as good)
             out.update(student_val_ppl=evals[-1]["ppl"], student_start_val_ppl=evals[0]["ppl"],
-                       quality_retained=self.teacher_eval["ppl"] / evals[-1]["ppl"])
-        if model is not None and tokenizer is not None:
-            samples = read_split(self.dataset_dir, "val")
-            dev = self.dist.device
-            teacher, _ = load_model(self.teacher_dir, dtype=next(model.parameters()).dtype, device=dev)
-            t_speed = decode_throughput(teacher, tokenizer, samples)
-            del teacher
-            s_speed = decode_throughput(model.to(dev), tokenizer, samples)
-            model.to("cpu")
-            out.update(teacher_decode_tokens_per_s=round(t_speed["decode_tokens_per_s"], 1),
-                       student_decode_tokens_per_s=round(s_speed["decode_tokens_per_s"], 1),
-                       decode_speedup=round(s_speed["decode_tokens_per_s"] / t_speed["decode_tokens_per_s"], 3),
-                       decode_settings={k: s_speed[k] for k in ("batch_size", "max_new_tokens", "generated_tokens")})
+                       quality_retained=parts.teacher_eval["ppl"] / evals[-1]["ppl"])
+        out.update(self._decode_speeds(data, model, dist))
         return {"distillation": out}
+
+    def _decode_speeds(self, data: JobData, model, dist) -> dict[str, Any]:
+        """Decode tokens/s of teacher and student on the same prompts and batch."""
+        from personagpt.data.prepare import read_split
+        from personagpt.evaluate import decode_throughput
+        from personagpt.models import load_model
+
+        samples, dev, tok = read_split(data.dataset_dir, "val"), dist.device, data.tokenizer
+        teacher, _ = load_model(self.teacher_dir, dtype=next(model.parameters()).dtype, device=dev)
+        t_speed = decode_throughput(teacher, tok, samples)
+        del teacher
+        s_speed = decode_throughput(model.to(dev), tok, samples)
+        model.to("cpu")
+        return {"teacher_decode_tokens_per_s": round(t_speed["decode_tokens_per_s"], 1),
+                "student_decode_tokens_per_s": round(s_speed["decode_tokens_per_s"], 1),
+                "decode_speedup": round(s_speed["decode_tokens_per_s"] / t_speed["decode_tokens_per_s"], 3),
+                "decode_settings": {k: s_speed[k] for k in ("batch_size", "max_new_tokens", "generated_tokens")}}

@@ -15,7 +15,8 @@ the global batch whatever the split over ranks and micro-steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 
@@ -103,6 +104,18 @@ class GlobalBatchSampler:
 
     def label_tokens(self, step: int) -> int:
         return sum(self.n_labels[i] for i in self.global_indices(step))
+
+
+@dataclass
+class JobData:
+    """The data of a training job: the dataset artifact, its tokenizer, the training batches and the encoded
+    validation samples."""
+
+    dataset_dir: Path
+    dataset_hash: str | None
+    tokenizer: Any
+    train: TrainData
+    val: list[dict]
 
 
 class TrainData:

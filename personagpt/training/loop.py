@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from personagpt.template import IGNORE_INDEX
 from personagpt.training import checkpoints
-from personagpt.training.batching import TrainData
+from personagpt.training.batching import JobData
 from personagpt.training.evaluation import distributed_perplexity
 
 LossFn = Callable[[Any, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, Any]]]
@@ -89,6 +89,8 @@ class LoopSettings:
     eval_batch_size: int
     eval_before: bool
     seed: int
+    ckpt_dir: Path
+    checkpoint_meta: dict[str, Any] = field(default_factory=dict)  # saved with every checkpoint (resume checks)
     debug_sigkill_at_step: int | None = None
     title: str = "training"
 
@@ -108,12 +110,12 @@ class LoopState:
 
 
 class Trainer:
-    def __init__(self, engine, data: TrainData, val_encoded: list[dict], tokenizer, dist, settings: LoopSettings,
-                 ckpt_dir: Path, logger=None, loss_fn: LossFn = causal_lm_loss,
-                 checkpoint_meta: dict[str, Any] | None = None, t_start: float | None = None):
-        self.engine, self.data, self.val, self.tok, self.dist = engine, data, val_encoded, tokenizer, dist
-        self.s, self.ckpt_dir, self.logger, self.loss_fn = settings, ckpt_dir, logger, loss_fn
-        self.meta = checkpoint_meta or {}
+    """``data``: the job's data (``.train`` batches, ``.val`` encoded validation samples, ``.tokenizer``)."""
+
+    def __init__(self, engine, data: JobData, dist, settings: LoopSettings, loss_fn: LossFn = causal_lm_loss,
+                 logger=None, t_start: float | None = None):
+        self.engine, self.data, self.val, self.tok, self.dist = engine, data.train, data.val, data.tokenizer, dist
+        self.s, self.logger, self.loss_fn = settings, logger, loss_fn
         self.state = LoopState()
         self.t_start = t_start or time.time()
         self.wall_before = 0.0
@@ -139,8 +141,8 @@ class Trainer:
         t0 = time.perf_counter()
         self.state.step = step
         self.state.wall_seconds = self.wall_seconds()
-        state = {**self.meta, **self.state.__dict__}
-        checkpoints.save(self.engine, self.ckpt_dir, step, state, self.s.keep_last, self.dist.is_main)
+        state = {**self.s.checkpoint_meta, **self.state.__dict__}
+        checkpoints.save(self.engine, self.s.ckpt_dir, step, state, self.s.keep_last, self.dist.is_main)
         self.state.checkpoint_seconds += time.perf_counter() - t0
 
     def train_step(self, step: int) -> dict[str, Any]:
