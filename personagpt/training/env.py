@@ -35,6 +35,32 @@ def expected_world_size() -> int:
     return 1
 
 
+def check_accelerate_launch(tcfg, section: str) -> None:
+    """``accelerate launch --use_deepspeed`` is a launcher here: it starts the ranks and sets up the rendezvous, and
+    the DeepSpeed config comes from the ``train:``/``distill:`` section, as with every launcher. Its own DeepSpeed
+    flags (exported as ``ACCELERATE_DEEPSPEED_*``) must therefore agree with the section, or the run stops before
+    anything is written, naming both."""
+    from personagpt.errors import ConfigError
+
+    env = os.environ
+    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return
+    if env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):
+        raise ConfigError(f"accelerate launch --deepspeed_config_file {env['ACCELERATE_DEEPSPEED_CONFIG_FILE']}: "
+                          f"this entry builds the DeepSpeed config from the {section}: section; set "
+                          f"{section}.zero_stage / {section}.offload_* instead")
+    checks = (("ACCELERATE_DEEPSPEED_ZERO_STAGE", "--zero_stage", "zero_stage", str(tcfg.zero_stage)),
+              ("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "--offload_optimizer_device", "offload_optimizer",
+               "cpu" if tcfg.offload_optimizer else "none"),
+              ("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "--offload_param_device", "offload_param",
+               "cpu" if tcfg.offload_param else "none"))
+    for var, flag, key, ours in checks:
+        theirs = env.get(var)
+        if theirs is not None and theirs.lower() != ours:
+            raise ConfigError(f"accelerate launch {flag} {theirs} disagrees with {section}.{key} "
+                              f"({getattr(tcfg, key)}); the DeepSpeed config comes from the {section}: section")
+
+
 def prepare_process_env() -> None:
     """Environment defaults; call before ``import torch``."""
     import warnings

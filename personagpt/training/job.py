@@ -39,7 +39,8 @@ from personagpt.paths import LOSS_CURVE, RunLayout
 from personagpt.training import checkpoints
 from personagpt.training.batching import BatchPlan, JobData, TrainData, encode_samples
 from personagpt.training.ds_config import build_ds_config, use_torch_adam
-from personagpt.training.env import Dist, barrier, expected_world_size, init_distributed, main_first
+from personagpt.training.env import (Dist, barrier, check_accelerate_launch, expected_world_size, init_distributed,
+                                     main_first)
 from personagpt.training.export import gather_state_dict, merged_model, probe_batch, probe_logits
 from personagpt.training.loop import LoopSettings, Trainer, causal_lm_loss, cpu_seconds, lr_lambda, peak_memory_bytes
 from personagpt.training.metrics import MetricsLogger, plot_loss_curve, read_metrics
@@ -156,6 +157,7 @@ class TrainingJob:
     def check(self) -> JobPlan:
         tcfg = self.tcfg
         world_size = expected_world_size()
+        check_accelerate_launch(tcfg, self.section)
         source, spec = self.check_model()
         dataset_dir = self._checked_dataset(spec)
         batch = BatchPlan.resolve(tcfg, world_size, self.section)
