@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TORCH_EXTENSIONS_DIR ?= $(PERSONAGPT_CACHE)/torch_extensions
 
-.PHONY: setup setup-serve setup-k8s demo test test-fast clean
+.PHONY: setup setup-serve setup-k8s demo test test-fast lint clean
 
 setup: $(VENV)/.setup-done
 
@@ -56,6 +56,10 @@ demo: setup setup-serve
 
 test: setup setup-serve setup-k8s
 	$(BIN)/python -m pytest tests
+
+# Lint and import order (ruff, configured in pyproject.toml): CI runs it before the tests.
+lint: setup
+	$(BIN)/ruff check .
 
 test-fast: setup setup-serve setup-k8s
 	$(BIN)/python -m pytest tests -m "not slow"

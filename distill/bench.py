@@ -70,7 +70,8 @@ def main() -> int:
           "decode speed ratio | wall s |")
     print("|---|---|---|---|---|---|---|")
     for k, r in results.items():
-        print(f"| {k} | {r['student_num_parameters'] / 1e6:.1f}M | {r['params_ratio']:.3f} | {r['student_val_ppl']:.3f} | "
+        print(f"| {k} | {r['student_num_parameters'] / 1e6:.1f}M | {r['params_ratio']:.3f} | "
+              f"{r['student_val_ppl']:.3f} | "
               f"{r['quality_retained'] * 100:.1f}% | {r['decode_speedup']:.2f}x | {r['wall_s']} |")
     print(f"results: {out / 'results.json'}")
     return 0

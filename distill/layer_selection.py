@@ -39,10 +39,10 @@ def block_angular_distances(model: torch.nn.Module, batches, n_drop: int) -> lis
         out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
         hs = out.hidden_states  # hs[i] = input of layer i for i < L (hs[L] is after the final norm)
         mask = attention_mask.bool()
-        for l in range(starts):
-            a, b = hs[l][mask].double(), hs[l + n_drop][mask].double()
+        for start in range(starts):
+            a, b = hs[start][mask].double(), hs[start + n_drop][mask].double()
             cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp(-1.0, 1.0)
-            total[l] += (torch.arccos(cos) / math.pi).sum()
+            total[start] += (torch.arccos(cos) / math.pi).sum()
         count += int(mask.sum())
     if count == 0:
         raise ValueError("no tokens to measure the layers on")

@@ -37,7 +37,8 @@ def _log_mix(log_a: torch.Tensor, log_b: torch.Tensor, w: float) -> torch.Tensor
 def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str = "forward_kl",
                temperature: float = 1.0, beta: float = 0.5, skew: float = 0.1) -> torch.Tensor:
     """Per-position divergence ``[...]`` (not reduced, not T²-scaled)."""
-    up = (lambda x: x if x.dtype == torch.float64 else x.float())  # bf16/fp16 logits: compute in fp32
+    def up(x):
+        return (x if x.dtype == torch.float64 else x.float())  # bf16/fp16 logits: compute in fp32
     log_q = F.log_softmax(up(student_logits) / temperature, dim=-1)
     log_p = F.log_softmax(up(teacher_logits) / temperature, dim=-1)
     if kind == "forward_kl":

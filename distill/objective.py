@@ -65,7 +65,7 @@ class DistillObjective:
         new_ids = torch.full((len(rows), n), self.pad_id, dtype=ids.dtype, device=ids.device)
         new_labels = torch.full_like(new_ids, IGNORE_INDEX)
         new_mask = torch.zeros_like(new_ids)
-        for i, (r, lab) in enumerate(zip(rows, row_labels)):
+        for i, (r, lab) in enumerate(zip(rows, row_labels, strict=True)):
             new_ids[i, :len(r)] = torch.tensor(r, device=ids.device)
             new_labels[i, :len(r)] = torch.tensor(lab, device=ids.device)
             new_mask[i, :len(r)] = 1

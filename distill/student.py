@@ -22,7 +22,8 @@ def student_layers(scfg, n_teacher: int) -> list[int]:
     if scfg.keep_layers is not None:
         bad = [i for i in scfg.keep_layers if not 0 <= i < n_teacher]
         if bad:
-            raise ConfigError(f"distill.student.keep_layers: {bad} out of range (the teacher has layers 0..{n_teacher - 1})")
+            raise ConfigError(f"distill.student.keep_layers: {bad} out of range (the teacher has layers "
+                              f"0..{n_teacher - 1})")
         if len(set(scfg.keep_layers)) != len(scfg.keep_layers):
             raise ConfigError("distill.student.keep_layers: duplicate layer indices")
         return list(scfg.keep_layers)
@@ -71,7 +72,7 @@ def build_student(teacher: torch.nn.Module, scfg, seed: int = 0,
             m = _LAYER.match(name)
             src = f"{m.group(1)}{layers[int(m.group(2))]}{m.group(3)}" if m else name
             t = t_state.get(src)
-            if t is None or t.dim() != param.dim() or any(s > ts for s, ts in zip(param.shape, t.shape)):
+            if t is None or t.dim() != param.dim() or any(s > ts for s, ts in zip(param.shape, t.shape, strict=True)):
                 info["random"] += 1
                 continue
             if tuple(t.shape) == tuple(param.shape):

@@ -33,7 +33,8 @@ def plan(work_dir: Path, command: list[str]) -> tuple[list[str], str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work-dir", type=Path, required=True, help="the stage's work folder (train.work_dir / distill.work_dir)")
+    ap.add_argument("--work-dir", type=Path, required=True,
+                    help="the stage's work folder (train.work_dir / distill.work_dir)")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
     args = ap.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command

@@ -26,9 +26,10 @@ import json
 import subprocess
 import sys
 import tempfile
-from functools import lru_cache
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -70,12 +71,12 @@ def strict(schema: Any) -> Any:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def crd(group: str, kind: str) -> dict[str, Any]:
     return yaml.safe_load((SCHEMAS / CRD_FILES[(group, kind)]).read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _definitions():
     """kubernetes-validate's strict definitions, as a referencing registry (for ObjectMeta and embedded Jobs)."""
     import importlib.resources

@@ -28,9 +28,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from personagpt.errors import ConfigError, PersonaGPTError
+from personagpt.paths import ROOT
 
 RUN = ROOT / "loadtest" / "run.py"
 SERVE = ROOT / "serve" / "run.py"
@@ -145,7 +144,7 @@ def xcheck(url: str, users: int, repeats: int, out: Path, args) -> dict:
         a = [_get(s, path) for s in loc]
         b = [v[key] for v in vb]
         ma, mb = statistics.median(a), statistics.median(b)
-        pairs = [100.0 * (x - y) / y for x, y in zip(a, b) if y]
+        pairs = [100.0 * (x - y) / y for x, y in zip(a, b, strict=True) if y]
         rows.append({"metric": name, "locust": ma, "vllm_bench": mb, "locust_runs": a, "vllm_bench_runs": b,
                      "diff_pct": 100.0 * (ma - mb) / mb if mb else None, "pair_diff_pct": pairs,
                      "median_pair_diff_pct": statistics.median(pairs) if pairs else None})

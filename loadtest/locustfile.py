@@ -378,7 +378,7 @@ def _write_results(environment) -> None:
     if not stages:  # fixed / poisson: one stage for the whole run
         users = plan["poisson"]["max_concurrency"] if plan["profile"] == "poisson" else plan["users"]
         stages = [{"users": users, "start": STATE.started_at or end}]
-    for a, b in zip(stages, stages[1:] + [{"start": end}]):
+    for a, b in zip(stages, stages[1:] + [{"start": end}], strict=False):
         a["end"] = b["start"]
     sweep = None
     if STATE.sweep is not None:

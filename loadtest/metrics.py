@@ -8,7 +8,8 @@ Percentiles are exact (numpy, linear interpolation) over the records, unlike Loc
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ def dist_ms(values: Sequence[float]) -> dict[str, float | None]:
         return {k: None for k in keys}
     a = np.asarray(values, dtype=float) * 1000.0
     out = {"mean": float(a.mean()), "min": float(a.min()), "max": float(a.max())}
-    for p, v in zip(PERCENTILES, np.percentile(a, PERCENTILES)):
+    for p, v in zip(PERCENTILES, np.percentile(a, PERCENTILES), strict=True):
         out[f"p{p}"] = float(v)
     return {k: round(v, 3) for k, v in out.items()}
 
@@ -121,7 +122,7 @@ def timeline(records: Sequence[dict[str, Any]], t_start: float, t_end: float, bi
     edges = [t_start + i * bin_s for i in range(n + 1)]
     rows: dict[str, list] = {"t_s": [], "output_tokens_per_s": [], "requests_per_s": [], "ttft_p50_ms": [],
                              "ttft_p95_ms": [], "failed": []}
-    for a, b in zip(edges, edges[1:]):
+    for a, b in zip(edges, edges[1:], strict=False):
         w = window(records, a, b)
         ok = [r for r in w if r.get("error") is None]
         ttft = [r["ttft"] for r in ok if r.get("ttft") is not None]

@@ -26,9 +26,9 @@ def _load_axis(summary: dict[str, Any]) -> tuple[list[float], str]:
 def latency_vs_load(summary: dict[str, Any], path: Path) -> Path:
     x, xlabel = _load_axis(summary)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, key in zip(axes, ("ttft", "itl", "e2e")):
+    for ax, key in zip(axes, ("ttft", "itl", "e2e"), strict=True):
         top = 0.0
-        for pct, style in zip(PCTS, ("o-", "s--", "^:")):
+        for pct, style in zip(PCTS, ("o-", "s--", "^:"), strict=True):
             y = [lv[f"{key}_ms"][pct] for lv in summary["levels"]]
             ax.plot(x, [float("nan") if v is None else v for v in y], style, label=pct)
             top = max([top, *(v for v in y if v is not None)])

@@ -26,10 +26,8 @@ import sys
 import threading
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from personagpt.errors import ConfigError, PersonaGPTError
-from personagpt.paths import RunLayout
+from personagpt.paths import ROOT, RunLayout
 
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 PLAN_ENV = "PERSONAGPT_LOADTEST_PLAN"

@@ -15,8 +15,9 @@ Definitions (the same as vLLM's benchmark client, ``vllm bench serve``):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 def chat_body(model: str, messages: list[dict], max_tokens: int, temperature: float, ignore_eos: bool) -> dict:

@@ -28,7 +28,7 @@ def locust_stats(csv_path: Path) -> dict[str, Any]:
             if key is None:
                 continue
 
-            def num(col):
+            def num(col, row=row):
                 try:
                     return float(row[col])
                 except (KeyError, TypeError, ValueError):

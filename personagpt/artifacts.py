@@ -19,8 +19,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from personagpt import __version__
 from personagpt.errors import ArtifactError

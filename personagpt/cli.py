@@ -62,7 +62,8 @@ def _run_pipeline(args) -> int:
     only = [s.strip() for s in args.stages.split(",")] if args.stages else None
     names = [s.name for s in STAGES]
     if only and set(only) - set(names):
-        raise PersonaGPTError(f"--stages: unknown stage(s) {sorted(set(only) - set(names))} (stages: {', '.join(names)})")
+        raise PersonaGPTError(f"--stages: unknown stage(s) {sorted(set(only) - set(names))} "
+                              f"(stages: {', '.join(names)})")
     ctx = Ctx(config=args.config.resolve(), overrides=list(args.overrides), cfg=cfg,
               layout=RunLayout.of(cfg.name), ranks=cfg.pipeline.ranks or default_ranks())
     timings = Pipeline(ctx, STAGES, force=args.force, only=only).run()

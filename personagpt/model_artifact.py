@@ -110,7 +110,8 @@ def _check_quantization_claims(hf: dict, quant: dict | None) -> None:
 def _facts(path: Path, manifest: dict, hf: dict, block: dict, quant: dict | None) -> ModelArtifact:
     text = hf.get("text_config") or hf  # multimodal configs nest the language model's
     try:
-        hidden, heads, layers = int(text["hidden_size"]), int(text["num_attention_heads"]), int(text["num_hidden_layers"])
+        hidden, heads = int(text["hidden_size"]), int(text["num_attention_heads"])
+        layers = int(text["num_hidden_layers"])
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"config.json: missing or invalid {e}") from None
     max_pos = int(block.get("max_position_embeddings") or text.get("max_position_embeddings") or 0)

@@ -8,7 +8,8 @@ SmolLM2, Qwen2...). Token ids are exactly ``tokenizer.apply_chat_template(messag
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from personagpt.errors import PersonaGPTError
 
@@ -28,7 +29,8 @@ def render(tokenizer, messages: Sequence[Message], add_generation_prompt: bool =
     return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def assistant_char_spans(tokenizer, messages: Sequence[Message], label_turns: str = "last") -> tuple[str, list[tuple[int, int]]]:
+def assistant_char_spans(tokenizer, messages: Sequence[Message],
+                         label_turns: str = "last") -> tuple[str, list[tuple[int, int]]]:
     """The rendered text and the character spans of the assistant turns to train on.
 
     A span covers the assistant's content and its end-of-turn marker, not the generation prompt before it and not

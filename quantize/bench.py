@@ -32,7 +32,8 @@ GOALS = {"gptq": {"ppl_increase_pct": 3.0, "weight_bytes_vs_fp16": 0.30}, "int8"
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="quantize/bench.py", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--config", "-c", type=Path, default=ROOT / "configs" / "smollm2-persona.yaml")
     ap.add_argument("--model", type=Path, default=None, help="model artifact (default: converted SmolLM2-135M)")
     ap.add_argument("--dataset", type=Path, default=None, help="dataset artifact (default: runs/NAME/data)")
@@ -79,7 +80,6 @@ def bench(args) -> int:
     from personagpt.config import load_config
     from personagpt.errors import ArtifactError, ConfigError
     from personagpt.paths import RunLayout, smollm2_dir
-
     from quantize.compare import log, plot, table
     from quantize.pipeline import describe, run
     from quantize.run import scoped_overrides
@@ -146,7 +146,8 @@ def bench(args) -> int:
     md = table(rows)
     goals = "\n".join(f"- {r['label']}: {r['goal']}" for r in rows[1:])
     head = (f"Model {model_dir} ({num_params / 1e6:.1f} M parameters; fp16 bytes = {2 * num_params / 1e6:.1f} MB), "
-            f"dataset {dataset_dir}, {baseline['tokens']} validation tokens; {platform.processor() or platform.machine()}"
+            f"dataset {dataset_dir}, {baseline['tokens']} validation tokens; "
+            f"{platform.processor() or platform.machine()}"
             f", torch threads {__import__('torch').get_num_threads()}.")
     report = f"{head}\n\n{md}\n\n{goals}\n"
     (out / "bench.md").write_text(report)

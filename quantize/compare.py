@@ -8,8 +8,9 @@ same prompts with the same batch size (``personagpt.evaluate.decode_throughput``
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -77,7 +78,7 @@ def plot(rows: Sequence[dict], path: Path, title: str) -> None:
         bars = ax.bar(range(len(rows)), vals, color=["#777777"] + ["#3b75af"] * (len(rows) - 1))
         ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right", fontsize=8)
         ax.set_title(name)
-        for b, v in zip(bars, vals):
+        for b, v in zip(bars, vals, strict=True):
             ax.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
                         fontsize=8)
     fig.suptitle(title)

@@ -23,7 +23,8 @@ def save_dtype(name: str) -> torch.dtype:
     return torch.float16 if name == "auto" else DTYPES[name]
 
 
-def quantize_gptq(model_dir: Path, tokenizer, calib: list[list[int]], q, out: Path, device: torch.device) -> dict[str, Any]:
+def quantize_gptq(model_dir: Path, tokenizer, calib: list[list[int]], q, out: Path,
+                  device: torch.device) -> dict[str, Any]:
     """Quantize ``model_dir`` with ``calib`` token ids and save the checkpoint into ``out``. Returns the manifest's
     ``quantization`` block."""
     from optimum.gptq import GPTQQuantizer

@@ -17,6 +17,7 @@ from personagpt.errors import ArtifactError, ConfigError, DataError
 from personagpt.model_artifact import open_model_artifact
 from personagpt.paths import RunLayout
 
+
 @dataclass
 class Inputs:
     method: str
@@ -39,7 +40,8 @@ def check_model_artifact(folder: Path, key: str = "quantize.model") -> tuple[dic
     art = open_model_artifact(folder, key)
     quant = art.quantization or art.hf_config.get("quantization_config")
     if quant:
-        raise ArtifactError(f"{key}: {folder} is already quantized ({quant.get('method') or quant.get('quant_method')}); "
+        method = quant.get("method") or quant.get("quant_method")
+        raise ArtifactError(f"{key}: {folder} is already quantized ({method}); "
                             "quantize the unquantized model artifact it was made from")
     return art.manifest, art.hf_config
 

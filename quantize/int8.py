@@ -18,7 +18,8 @@ from personagpt.device import DTYPES
 IGNORE = ["lm_head"]  # the (usually tied) output projection stays in float, as in vLLM's W8A8 recipes
 
 
-def quantize_int8(model_dir: Path, tokenizer, calib: list[list[int]], q, out: Path, device: torch.device) -> dict[str, Any]:
+def quantize_int8(model_dir: Path, tokenizer, calib: list[list[int]], q, out: Path,
+                  device: torch.device) -> dict[str, Any]:
     from datasets import Dataset
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier

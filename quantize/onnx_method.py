@@ -6,8 +6,9 @@ config, tokenizer, chat template and generation config."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,6 @@ import torch
 from personagpt.evaluate import collate
 from personagpt.models import eos_token_ids
 from personagpt.template import prompt_messages
-
 from quantize.compare import log
 from quantize.onnx_export import EXTERNAL_DATA, ONNX_FILE, export_onnx, quantize_onnx_weights
 from quantize.ort_model import OrtCausalLM
@@ -30,7 +30,8 @@ def torch_greedy(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens:
     for p in prompts:
         ids = torch.tensor([p])
         gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=eos_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id)
+                             do_sample=False, eos_token_id=eos_token_ids(tokenizer),
+                             pad_token_id=tokenizer.pad_token_id)
         outs.append(gen[0, len(p):].tolist())
     return outs
 
@@ -43,8 +44,9 @@ def check_against_torch(model, tokenizer, ort_fp32: OrtCausalLM, samples: Sequen
                                              return_dict=True)["input_ids"] for s in samples[:n_prompts]]
     ref = torch_greedy(model, tokenizer, prompts, n_tokens)
     got = [ort_fp32.generate([p], n_tokens, tokenizer.pad_token_id, eos_token_ids(tokenizer))[0] for p in prompts]
-    texts = [{"torch": tokenizer.decode(r, skip_special_tokens=True), "onnx": tokenizer.decode(g, skip_special_tokens=True)}
-             for r, g in zip(ref, got)]
+    texts = [{"torch": tokenizer.decode(r, skip_special_tokens=True),
+              "onnx": tokenizer.decode(g, skip_special_tokens=True)}
+             for r, g in zip(ref, got, strict=True)]
     batch = collate(encoded[:batch_size], tokenizer.pad_token_id)
     with torch.no_grad():
         t_logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy()
@@ -52,14 +54,15 @@ def check_against_torch(model, tokenizer, ort_fp32: OrtCausalLM, samples: Sequen
     valid = batch["attention_mask"].numpy().astype(bool)
     return {
         "prompts": len(prompts),
-        "identical": sum(r == g for r, g in zip(ref, got)),
-        "all_identical": all(r == g for r, g in zip(ref, got)),
+        "identical": sum(r == g for r, g in zip(ref, got, strict=True)),
+        "all_identical": all(r == g for r, g in zip(ref, got, strict=True)),
         "max_abs_logit_diff": float(np.abs(t_logits - o_logits)[valid].max()),
         "texts": texts,
     }
 
 
-def quantize_onnx(model_dir: Path, tokenizer, q, out: Path, samples: Sequence[dict], encoded: Sequence[dict]) -> tuple[dict, dict]:
+def quantize_onnx(model_dir: Path, tokenizer, q, out: Path, samples: Sequence[dict],
+                  encoded: Sequence[dict]) -> tuple[dict, dict]:
     """Write ``out/model.onnx``. Returns (quantization block, extra metrics: the fp32 check and fp32 perplexity)."""
     from quantize.inputs import load_float_model
 

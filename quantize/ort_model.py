@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from personagpt.evaluate import collate, token_losses
 from personagpt.template import prompt_messages
-
 from quantize.onnx_export import ONNX_FILE, io_names
 
 
@@ -58,7 +58,7 @@ class OrtCausalLM:
                 past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feed = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64),
                 "position_ids": position_ids.astype(np.int64)}
-        feed.update(zip(self.input_names[3:], past))
+        feed.update(zip(self.input_names[3:], past, strict=True))
         out = self.session.run(None, feed)
         return out[0], out[1:]
 

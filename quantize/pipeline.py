@@ -16,7 +16,6 @@ from personagpt.device import device as pick_device
 from personagpt.errors import DataError
 from personagpt.template import encode_sample
 from personagpt.tokenizer import load_tokenizer
-
 from quantize.compare import log, plot, relative, table, torch_metrics
 from quantize.inputs import Inputs, calibration_ids, resolve_inputs
 

@@ -40,7 +40,8 @@ def scoped_overrides(overrides: list[str]) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="quantize/run.py", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--config", "-c", type=Path, help="YAML config (configs/tiny.yaml, configs/smollm2-persona.yaml)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. method=gptq bits=4 group_size=64")
     return ap.parse_args(argv)
@@ -51,7 +52,6 @@ def main(argv=None) -> int:
 
     def _run(a) -> int:
         from personagpt.config import load_config
-
         from quantize.pipeline import run
 
         cfg = load_config(a.config, scoped_overrides(a.overrides))

@@ -33,7 +33,7 @@ def breakdown(folder: Path) -> dict[str, Any] | None:
     folder without quantized layers."""
     tensors = _tensors(folder)
     modules: dict[str, int] = {}  # module prefix -> number of weights
-    for name, (dtype, shape, _) in tensors.items():
+    for name, (_dtype, shape, _) in tensors.items():
         if name.endswith(".qweight"):  # GPTQ: int32 words packing 32/bits values along the input dimension
             prefix = name[: -len(".qweight")]
             bits = _gptq_bits(folder)

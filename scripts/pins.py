@@ -4,8 +4,9 @@ Every version pin lives in pyproject.toml; the Makefile uses this to install gro
 installed as ordinary extras (--no-deps packages, the separate vLLM serving environment).
 """
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,9 +20,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 class RequestError(Exception):
@@ -370,7 +371,8 @@ def make_handler(engine: Engine, api_key: str | None):
 
             def chunk(text: str | None, reason: str | None, first: bool = False) -> dict:
                 if chat:
-                    delta = {"role": "assistant", "content": ""} if first else ({} if text is None else {"content": text})
+                    delta = ({"role": "assistant", "content": ""} if first
+                             else {} if text is None else {"content": text})
                     c = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
                 else:
                     c = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}

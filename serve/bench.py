@@ -25,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TOPICS = ["the weekend", "your new job", "that movie", "the weather", "your trip", "dinner plans", "the game last night",
+TOPICS = ["the weekend", "your new job", "that movie", "the weather", "your trip", "dinner plans",
+          "the game last night",
           "your sister", "music lately", "the book you lent me", "moving house", "your dog"]
 
 

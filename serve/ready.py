@@ -17,8 +17,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 class NotReady(Exception):

@@ -25,12 +25,11 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
+from personagpt import process_group
 from personagpt.config import load_config
 from personagpt.errors import PersonaGPTError
 from personagpt.network import port_in_use
-from personagpt import process_group
+from personagpt.paths import ROOT
 from serve import plan
 from serve.ready import NotReady, log_tail, wait_ready
 

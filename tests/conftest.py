@@ -8,4 +8,5 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-pytest_plugins = ["fixtures.artifacts", "fixtures.serve", "fixtures.k8s", "fixtures.loadtest", "fixtures.quantize", "fixtures.train"]
+pytest_plugins = ["fixtures.artifacts", "fixtures.serve", "fixtures.k8s", "fixtures.loadtest", "fixtures.quantize",
+                  "fixtures.train"]

@@ -57,7 +57,7 @@ def test_samples_are_persona_replies_with_user_context(splits, manifest):
         roles = [m["role"] for m in x["messages"]]
         assert roles[-1] == "assistant" and roles[0] == "user"
         assert len(roles) <= n_ctx + 1
-        assert all(a != b for a, b in zip(roles, roles[1:]))  # consecutive messages of one speaker merged
+        assert all(a != b for a, b in zip(roles, roles[1:], strict=False))  # consecutive messages of one speaker merged
 
 
 def test_sessions_split_at_gaps():
@@ -80,14 +80,14 @@ def test_rendering_matches_chat_template_and_labels_only_persona(splits, tok):
     for x in splits["val"][:100]:
         enc = encode_sample(tok, x["messages"], "last")
         assert enc["input_ids"] == tok.apply_chat_template(x["messages"], tokenize=True, return_dict=True)["input_ids"]
-        labelled = [t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != IGNORE_INDEX]
+        labelled = [t for t, lab in zip(enc["input_ids"], enc["labels"], strict=True) if lab != IGNORE_INDEX]
         assert tok.decode(labelled) == x["messages"][-1]["content"] + "<|im_end|>"
 
 
 def test_label_all_assistant_turns(splits, tok):
     x = next(s for s in splits["train"] if sum(m["role"] == "assistant" for m in s["messages"]) >= 2)
     enc = encode_sample(tok, x["messages"], "all")
-    labelled = tok.decode([t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != IGNORE_INDEX])
+    labelled = tok.decode([t for t, lab in zip(enc["input_ids"], enc["labels"], strict=True) if lab != IGNORE_INDEX])
     expected = "".join(m["content"] + "<|im_end|>" for m in x["messages"] if m["role"] == "assistant")
     assert labelled == expected
 

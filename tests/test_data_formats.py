@@ -3,8 +3,6 @@
 import csv
 import json
 
-import pytest
-
 from fixtures.artifacts import personagpt
 from personagpt.artifacts import read_manifest
 from personagpt.data.prepare import read_split

@@ -16,11 +16,11 @@ def logits(probs):
 
 
 def kl(a, b):
-    return sum(x * math.log(x / y) for x, y in zip(a, b))
+    return sum(x * math.log(x / y) for x, y in zip(a, b, strict=True))
 
 
 def mix(a, b, w):
-    return [w * x + (1 - w) * y for x, y in zip(a, b)]
+    return [w * x + (1 - w) * y for x, y in zip(a, b, strict=True)]
 
 
 @pytest.mark.parametrize("kind, expected", [

@@ -24,7 +24,8 @@ def distill(args, deepspeed: bool = False, timeout: int = 900) -> subprocess.Com
 @pytest.fixture(scope="module")
 def student_run(tiny_teacher, tmp_path_factory):
     out = tmp_path_factory.mktemp("distill")
-    proc = distill([f"distill.teacher={tiny_teacher}", f"distill.work_dir={out}/run", f"distill.output_dir={out}/student",
+    proc = distill([f"distill.teacher={tiny_teacher}", f"distill.work_dir={out}/run",
+                    f"distill.output_dir={out}/student",
                     # pure KD from a randomly initialised student: the divergence has to fall (with alpha < 1 the CE
                     # term may legitimately pull a teacher-initialised student away from a weak teacher)
                     "distill.student.keep_layers=[0, 3]", "distill.student.init=scratch", "distill.alpha=1.0",

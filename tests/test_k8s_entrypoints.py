@@ -22,8 +22,18 @@ import time
 
 import pytest
 
-from fixtures.k8s import (OVERLAYS, ROOT, command_line, container_env, containers, dry_parse, find,
-                          jobset_pod_fields, object_data, pods)
+from fixtures.k8s import (
+    OVERLAYS,
+    ROOT,
+    command_line,
+    container_env,
+    containers,
+    dry_parse,
+    find,
+    jobset_pod_fields,
+    object_data,
+    pods,
+)
 
 # Every entry point the pipeline Jobs call (command[0] after the interpreter); all must be checked.
 EXPECTED_ENTRIES = {"personagpt", "deepspeed", "train/run.py", "distill/run.py", "quantize/run.py",

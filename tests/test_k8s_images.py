@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from fixtures.k8s import IMAGE_USER, IMAGE_WORKDIR, OVERLAYS, ROOT, containers, pods
 
@@ -107,7 +107,8 @@ def test_build_inputs_exist_and_pass_the_dockerignore(dockerfile):
             assert dockerignore_allows(ignore, src.rstrip("/")), f"{dockerfile}: {src} is excluded by {ignore.name}"
     extras = re.findall(r"python3 scripts/pins\.py ([\w-]+)", path.read_text())
     for arg in re.findall(r'python3 scripts/pins\.py "\$\{(\w+)\}"', path.read_text()):
-        extras.append(global_args(ins).get(arg) or dict(a.split("=", 1) for s, w, a in ins if w == "ARG" and "=" in a)[arg])
+        declared = dict(a.split("=", 1) for s, w, a in ins if w == "ARG" and "=" in a)
+        extras.append(global_args(ins).get(arg) or declared[arg])
         extras += re.findall(rf"--build-arg {arg}=([\w-]+)", path.read_text())  # the documented GPU build
     for extra in extras:
         assert extra == "base" or extra in PYPROJECT["optional-dependencies"], \
@@ -128,7 +129,7 @@ def test_images_run_as_the_pods_expect_and_contain_their_entry_points(rendered):
             assert [a for w, a in st if w == "WORKDIR"] == [IMAGE_WORKDIR], stage
     used: dict[str, set[str]] = {name: set() for name in images}
     for overlay in OVERLAYS:
-        for res, _, _, pod in pods(rendered[overlay]):
+        for _res, _, _, pod in pods(rendered[overlay]):
             for c in containers(pod):
                 name = c["image"].split(":")[0]
                 cmd = c["command"]

@@ -11,15 +11,25 @@ import json
 import re
 import shutil
 import subprocess
-
 from pathlib import Path
 
 import pytest
-import yaml
 
+from fixtures.k8s import (
+    IMAGE_USER,
+    IMAGE_WORKDIR,
+    K8S_PY,
+    OVERLAYS,
+    ROOT,
+    container_env,
+    containers,
+    find,
+    jobset_pod_fields,
+    kustomize,
+    object_data,
+    pods,
+)
 from personagpt.paths import RunLayout
-from fixtures.k8s import (IMAGE_USER, IMAGE_WORKDIR, K8S_PY, OVERLAYS, ROOT, container_env, containers, find,
-                          jobset_pod_fields, kustomize, object_data, pods)
 
 PIPELINE_KINDS = ("Job", "JobSet")
 
@@ -199,7 +209,7 @@ def test_serving_deployment_probes_ports_and_config(rendered, overlay):
 def test_gpu_overlay_puts_gpu_work_on_gpus(rendered):
     for overlay in OVERLAYS:
         docs = rendered[overlay]
-        for res, path, _, pod in pods(docs):
+        for res, _path, _, pod in pods(docs):
             gpus = [c["resources"].get("limits", {}).get("nvidia.com/gpu") for c in pod["containers"]]
             name = res["metadata"]["name"]
             on_gpu = name in ("personagpt-serve", "personagpt-train", "personagpt-distill", "personagpt-quantize")
@@ -229,7 +239,7 @@ def test_every_pod_runs_restricted_with_resources(rendered, overlay):
     ns = find(docs, "Namespace", "personagpt")
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     seen = 0
-    for res, path, _, pod in pods(docs):
+    for res, _path, _, pod in pods(docs):
         where = f"{res['kind']}/{res['metadata']['name']}"
         sc = pod["securityContext"]
         assert sc["runAsNonRoot"] is True and sc["runAsUser"] == IMAGE_USER, where
@@ -329,7 +339,7 @@ def test_pipeline_jobs_restart_safely_and_chain_through_the_pvc(rendered, overla
     serve_wait = serve_pod["initContainers"][0]["args"]
     assert serve_wait[:3] == [quantized, "--kind", "model"]
     assert vllm["args"][vllm["args"].index("--artifact") + 1] == quantized
-    assert f"method=$(QUANT_METHOD)" in args["personagpt-quantize"]
+    assert "method=$(QUANT_METHOD)" in args["personagpt-quantize"]
     assert penv["SERVE_ARTIFACT"].endswith(penv["QUANT_METHOD"])
     # training and distillation resume from their checkpoints on the PVC after a restart: the wrapper looks in
     # the run folder the stage writes its checkpoints to

@@ -6,7 +6,8 @@ completion index -> NODE_RANK, coordinator -> MASTER_ADDR), its own /tmp, and th
 only changes are the ones a cluster would make different from this machine: the coordinator's DNS name and the
 pod network become loopback (GLOO_SOCKET_IFNAME=lo, a free rendezvous port instead of 29500, which other local
 jobs may hold), the image's /opt/venv is this checkout's .venv, and the pipeline ConfigMap points at a short
-tiny-preset run (CONFIG, here a file on the artifacts volume, and RUN_DIR: the values a user edits), so two 2-rank "nodes" finish in about a minute.
+tiny-preset run (CONFIG, here a file on the artifacts volume, and RUN_DIR: the values a user edits), so two
+2-rank "nodes" finish in about a minute.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import pytest
 import yaml
 
 from fixtures.artifacts import TINY
-from personagpt.network import free_port
-from fixtures.k8s import (ROOT, LocalPod, command_line, container_env, find, image_env,
-                          jobset_pod_fields)
+from fixtures.k8s import ROOT, LocalPod, command_line, container_env, find, image_env, jobset_pod_fields
 from personagpt.artifacts import read_manifest
+from personagpt.network import free_port
 
 SHORT_RUN = {"max_steps": 4, "micro_batch_size": 4, "grad_accum_steps": 1, "eval_every": 0, "eval_samples": 16,
              "eval_before": False, "save_every": 2, "zero_stage": 2, "warmup_steps": 1, "max_length": 128}

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.k8s import ROOT, SERVE_PY, LocalPod, command_line, container_env, find, image_env
 from personagpt.network import free_port
-from fixtures.k8s import (ROOT, SERVE_PY, LocalPod, command_line, container_env, find, image_env)
 
 
 def _get(url: str, headers: dict | None = None, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from fixtures.loadtest import RUN, ROOT, run_loadtest
+from fixtures.loadtest import ROOT, RUN, run_loadtest
 from personagpt.network import free_port
 
 # These tests are about load shapes, not latency targets (the SLO gate has its own tests): errors must stay at 0.

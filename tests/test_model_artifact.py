@@ -16,7 +16,8 @@ def test_facts_of_a_real_artifact(tiny_model_artifact, tiny_dataset):
     assert art.path == tiny_model_artifact.resolve() and art.name == tiny_model_artifact.name
     assert (art.num_layers, art.hidden_size, art.num_heads) == (hf["num_hidden_layers"], hf["hidden_size"],
                                                                  hf["num_attention_heads"])
-    assert art.head_dim == hf["hidden_size"] // hf["num_attention_heads"] and art.num_kv_heads == hf["num_key_value_heads"]
+    assert art.head_dim == hf["hidden_size"] // hf["num_attention_heads"]
+    assert art.num_kv_heads == hf["num_key_value_heads"]
     assert art.quantization is None and art.quantization_method is None and art.dtype == "float32"
     assert art.dataset == tiny_dataset.resolve()  # lineage: the dataset it was made from
 

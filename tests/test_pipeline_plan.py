@@ -4,8 +4,8 @@ import pytest
 
 from fixtures.artifacts import TINY
 from personagpt.config import load_config
-from personagpt.pipeline.runner import fingerprint
 from personagpt.pipeline.context import Ctx
+from personagpt.pipeline.runner import fingerprint
 from personagpt.pipeline.stages import STAGES
 
 NAMES = [s.name for s in STAGES]

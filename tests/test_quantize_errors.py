@@ -9,7 +9,6 @@ import pytest
 
 from fixtures.artifacts import TINY
 from fixtures.quantize import quantize_cli
-
 from quantize.run import main, scoped_overrides
 
 

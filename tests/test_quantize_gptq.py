@@ -40,7 +40,8 @@ def test_gptq_checkpoint_format(gptq_artifact, quant_teacher, tiny_dataset):
         layers = m["model"]["num_hidden_layers"]
         assert len(qweights) == layers * LINEARS_PER_LAYER
         # 8 int4 values per int32 along the input dimension; one fp16 scale per group of 32 inputs
-        qw, scales = f.get_tensor("model.layers.0.mlp.down_proj.qweight"), f.get_tensor("model.layers.0.mlp.down_proj.scales")
+        qw = f.get_tensor("model.layers.0.mlp.down_proj.qweight")
+        scales = f.get_tensor("model.layers.0.mlp.down_proj.scales")
         assert qw.dtype == torch.int32 and qw.shape == (192 // 8, 64)
         assert scales.dtype == torch.float16 and scales.shape == (192 // 32, 64)
         assert not [k for k in keys if k.endswith(("q_proj.weight", "down_proj.weight"))]  # no float copies left

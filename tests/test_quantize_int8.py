@@ -13,7 +13,6 @@ from personagpt.data.prepare import read_split
 from personagpt.evaluate import perplexity
 from personagpt.models import load_model
 from personagpt.template import prompt_messages
-
 from quantize.int8 import w8a8_layers
 
 

@@ -11,7 +11,6 @@ from personagpt.artifacts import read_manifest
 from personagpt.data.prepare import read_split
 from personagpt.models import eos_token_ids, load_model
 from personagpt.template import encode_sample, prompt_messages
-
 from quantize.onnx_method import torch_greedy
 from quantize.ort_model import OrtCausalLM
 
@@ -31,7 +30,8 @@ def test_onnx_fp32_greedy_equals_torch(onnx_artifact, quant_teacher, tiny_datase
     got = [ort_fp32.generate([p], 24, tok.pad_token_id, eos_token_ids(tok))[0] for p in prompts]
     assert got == ref
     assert sum(len(r) for r in ref) >= 30  # real continuations, not an immediate end of turn
-    assert [tok.decode(g, skip_special_tokens=True) for g in got] == [tok.decode(r, skip_special_tokens=True) for r in ref]
+    assert [tok.decode(g, skip_special_tokens=True) for g in got] == \
+        [tok.decode(r, skip_special_tokens=True) for r in ref]
     # one left-padded batch through the KV cache decodes the same tokens as one prompt at a time
     batched = ort_fp32.generate(prompts[:3], 24, tok.pad_token_id, eos_token_ids(tok))
     assert batched == ref[:3]
@@ -60,7 +60,8 @@ def test_onnx_int8_graph_runs_and_generates(onnx_artifact, tiny_dataset):
     onnx.checker.check_model(graph)
     ops = [n.op_type for n in graph.graph.node]
     layers = read_manifest(onnx_artifact)["model"]["num_hidden_layers"]
-    # every Linear (q, k, v, o, gate, up, down per layer; the head too where its weight is not the embedding) is MatMulNBits
+    # every Linear (q, k, v, o, gate, up, down per layer; the head too where its weight is not the embedding) is
+    # MatMulNBits
     q = read_manifest(onnx_artifact)["model"]["quantization"]
     assert q["scheme"] == "blockwise" and ops.count("MatMulNBits") == q["quantized_matmuls"] >= layers * 7
     assert "MatMulInteger" not in ops

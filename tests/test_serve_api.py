@@ -40,7 +40,7 @@ def hf_greedy(hf, prompt_ids: list[int], max_new_tokens: int) -> dict:
         out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens, do_sample=False,
                              output_logits=True, return_dict_in_generate=True)
     new = out.sequences[0, len(prompt_ids):].tolist()
-    logprobs = [torch.log_softmax(step[0].float(), -1)[t].item() for step, t in zip(out.logits, new)]
+    logprobs = [torch.log_softmax(step[0].float(), -1)[t].item() for step, t in zip(out.logits, new, strict=True)]
     eos = model.generation_config.eos_token_id
     eos = {eos} if isinstance(eos, int) else set(eos or [])
     finished = bool(new) and new[-1] in eos
@@ -57,7 +57,8 @@ def chat_prompt_ids(hf, messages) -> list[int]:
 def post(server, path: str, body, headers=None, **kw) -> requests.Response:
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return requests.post(f"{server.url}{path}", data=data, timeout=120,
-                         headers={"Content-Type": "application/json", **(server.headers if headers is None else headers)},
+                         headers={"Content-Type": "application/json",
+                                  **(server.headers if headers is None else headers)},
                          **kw)
 
 
@@ -133,7 +134,7 @@ def test_vllm_tokens_and_logprobs_match_hf(vllm_server, hf):
     assert choice["token_ids"] == ref["ids"]
     got = [c["logprob"] for c in choice["logprobs"]["content"]]
     assert len(got) == len(ref["logprobs"])
-    worst = max(abs(a - b) for a, b in zip(got, ref["logprobs"]))
+    worst = max(abs(a - b) for a, b in zip(got, ref["logprobs"], strict=True))
     assert worst < 1e-3, f"largest logprob difference vs HF: {worst}"
 
 

@@ -51,7 +51,8 @@ def test_missing_artifact_folder_exits_2(tmp_path):
     assert p.returncode == 2 and str(tmp_path / "nowhere") in p.stderr and "does not exist" in p.stderr
 
 
-@pytest.mark.parametrize("override,key", [("serve.port=-1", "serve.port"), ("serve.kv_cache_gib=lots", "serve.kv_cache_gib"),
+@pytest.mark.parametrize("override,key", [("serve.port=-1", "serve.port"),
+                                          ("serve.kv_cache_gib=lots", "serve.kv_cache_gib"),
                                           ("serve.unknown=1", "serve.unknown")])
 def test_bad_config_value_exits_2(serve_artifact, override, key):
     p = run("--artifact", str(serve_artifact), override)

@@ -53,7 +53,7 @@ def test_loads_and_chats_with_its_own_template(smollm2):
                        {"role": "assistant", "content": "hey, what's up?"}).messages(1)
     e = encode_sample(tok, sample)
     assert e["input_ids"] == tok.apply_chat_template(sample, tokenize=True, return_dict=True)["input_ids"]
-    assert tok.decode([t for t, lab in zip(e["input_ids"], e["labels"]) if lab != IGNORE_INDEX]) == \
+    assert tok.decode([t for t, lab in zip(e["input_ids"], e["labels"], strict=True) if lab != IGNORE_INDEX]) == \
         "hey, what's up?<|im_end|>"
 
 

@@ -8,10 +8,10 @@ import json
 
 import pytest
 import torch
+from test_train_zero import LOGIT_ATOL, engine_vs_export
 
 from fixtures.artifacts import TINY, TINY_OVERRIDES
 from fixtures.train import read_jsonl, train
-from test_train_zero import LOGIT_ATOL, engine_vs_export
 
 TARGETS = ["q_proj", "v_proj", "up_proj"]
 

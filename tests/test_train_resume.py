@@ -83,7 +83,8 @@ def test_resume_refuses_another_model_config(tiny_teacher_run, tiny_dataset, tmp
     work = tmp_path / "run"
     shutil.copytree(tiny_teacher_run.work_dir, work / "train")
     before = (work / "train" / "metrics.jsonl").read_bytes()
-    proc = train(*tiny_args(tiny_dataset, work / "train", work / "teacher", *TEACHER_ARGS, "model.intermediate_size=128"),
+    proc = train(*tiny_args(tiny_dataset, work / "train", work / "teacher", *TEACHER_ARGS,
+                            "model.intermediate_size=128"),
                  "--resume", launcher="python", check=False, timeout=300)
     assert proc.returncode == 2 and "--resume" in proc.stderr and "model: config" in proc.stderr, proc.stderr[-2000:]
     assert (work / "train" / "metrics.jsonl").read_bytes() == before and not (work / "teacher").exists()

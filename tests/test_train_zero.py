@@ -117,7 +117,7 @@ def test_zero3_offload_matches_zero2_and_exports(tiny_dataset, tiny_teacher_run,
     assert len(trains) == steps and [e["step"] for e in evals] == [0, steps]
     assert_learns(trains, evals)
     zero2 = tiny_teacher_run.metrics("train")
-    for a, b in zip(trains[:4], zero2[:4]):  # warmup steps 1-4 (warmup_steps=5)
+    for a, b in zip(trains[:4], zero2[:4], strict=True):  # warmup steps 1-4 (warmup_steps=5)
         assert a["lr"] == pytest.approx(b["lr"])
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a, b)
     assert evals[0]["loss"] == pytest.approx(tiny_teacher_run.metrics("eval")[0]["loss"], rel=1e-6)

@@ -179,7 +179,8 @@ def run_config(model: str, stage: int, ranks: int, tmp: Path, timeout: float, sh
         return {"model": model, "stage": stage, "ranks": ranks, "error": proc.stderr[-1500:]}
     per_rank = [json.loads(out.with_suffix(f".rank{r}.json").read_text()) for r in range(ranks)]
     r0 = per_rank[0]
-    step_s = [max(ts) for ts in zip(*(r["step_seconds"] for r in per_rank))]  # a step ends when every rank is done
+    # a step ends when every rank is done
+    step_s = [max(ts) for ts in zip(*(r["step_seconds"] for r in per_rank), strict=True)]
     tokens = r0["tokens_per_step_per_rank"] * ranks * len(step_s)
     psi, mixed = r0["psi"], r0["dtype"] != "float32"
     row = {"model": model, "stage": stage, "ranks": ranks, "threads_per_rank": r0["threads"], "device": r0["device"],

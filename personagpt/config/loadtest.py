@@ -69,7 +69,7 @@ class SweepConfig(Section):
     @field_validator("levels")
     @classmethod
     def _increasing(cls, v):
-        if any(x < 1 for x in v) or any(b <= a for a, b in zip(v, v[1:])):
+        if any(x < 1 for x in v) or any(b <= a for a, b in zip(v, v[1:], strict=False)):
             raise ValueError(f"must be strictly increasing positive integers, got {v}")
         return v
 

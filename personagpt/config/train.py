@@ -15,7 +15,6 @@ from pydantic import Field, model_validator
 
 from personagpt.config.base import Section
 
-
 RENAMED = {"run_dir": "work_dir"}  # old key -> new key: the old one is an error naming the new one
 
 

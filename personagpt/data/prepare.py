@@ -141,7 +141,8 @@ def prepare(cfg: Config, out: str | Path, progress: bool = True) -> dict[str, An
                     f.write(json.dumps(s, ensure_ascii=False) + "\n")
         tok.save_pretrained(tmp / "tokenizer")
         manifest = new_manifest(
-            "dataset", "data-prepare", config={"data": d.model_dump(mode="json"), "model": cfg.model.model_dump(mode="json")},
+            "dataset", "data-prepare",
+            config={"data": d.model_dump(mode="json"), "model": cfg.model.model_dump(mode="json")},
             source=source.name, persona=persona,
             tokenizer={"source": tok_source, "vocab_size": len(tok), "chat_template": tok.chat_template},
             counts={"conversations_with_persona": len(convs), "dropped_too_long_or_empty": dropped_long,

@@ -153,7 +153,8 @@ def read_jsonl(path: str | Path) -> Source:
             else:
                 ts = _parse_timestamp(m.get("timestamp"))
                 if m.get("timestamp") is not None and ts is None:
-                    raise DataError(f"{mwhere}: key timestamp: not an ISO-8601 time or epoch seconds: {m['timestamp']!r}")
+                    raise DataError(f"{mwhere}: key timestamp: not an ISO-8601 time or epoch seconds: "
+                                    f"{m['timestamp']!r}")
                 gap = max(0.0, ts - prev_ts) if ts is not None and prev_ts is not None else 0.0
                 prev_ts = ts if ts is not None else prev_ts
             name = m.get("name")

@@ -86,15 +86,18 @@ def table(rows: list[dict[str, Any]]) -> str:
             "served TTFT p50 / p95 (ms) | ITL p50 (ms) | served output tok/s | goodput |")
     lines = [head, "|" + "---|" * 10]
     for r in rows:
-        sv = r["served"] or {}
-        served = r["served"] is not None
+        sv = r["served"]
+        if sv is None:
+            served = "— | — | — | —"
+        else:
+            goodput = sv.get("goodput")
+            served = (f"{_fmt(sv.get('ttft_p50'), '.0f')} / {_fmt(sv.get('ttft_p95'), '.0f')} | "
+                      f"{_fmt(sv.get('itl_p50'), '.1f')} | {_fmt(sv.get('tok_s'), '.1f')} | "
+                      f"{_fmt(goodput * 100 if goodput is not None else None, '.0f')}%")
         lines.append(
             f"| {r['model']} | {_fmt(r['params'] / 1e6 if r['params'] else None, '.2f')}M | {_mb(r['bytes'])} | "
             f"{_fmt(r['ppl'])} | {_fmt(r['retained'] * 100 if r['retained'] else None, '.1f')}% | "
-            f"{_fmt(r['decode'], '.1f')} | "
-            f"{(_fmt(sv.get('ttft_p50'), '.0f') + ' / ' + _fmt(sv.get('ttft_p95'), '.0f')) if served else '—'} | "
-            f"{_fmt(sv.get('itl_p50'), '.1f') if served else '—'} | {_fmt(sv.get('tok_s'), '.1f') if served else '—'} | "
-            f"{_fmt(sv.get('goodput') * 100 if sv.get('goodput') is not None else None, '.0f') + '%' if served else '—'} |")
+            f"{_fmt(r['decode'], '.1f')} | {served} |")
     return "\n".join(lines)
 
 

@@ -13,9 +13,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from personagpt.errors import StageFailed
 from personagpt.network import free_port

@@ -11,8 +11,8 @@ makes a model also names it (``model``: teacher, student, quantized), as the rep
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from personagpt.errors import StageFailed
 from personagpt.paths import ROOT

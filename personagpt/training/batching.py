@@ -14,9 +14,10 @@ the global batch whatever the split over ranks and micro-steps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -48,7 +49,7 @@ class BatchPlan:
         return self.world_size * self.micro_batch_size * self.grad_accum_steps
 
     @classmethod
-    def resolve(cls, tcfg, world_size: int, section: str = "train") -> "BatchPlan":
+    def resolve(cls, tcfg, world_size: int, section: str = "train") -> BatchPlan:
         """Accumulation steps from ``grad_accum_steps`` / ``global_batch_size`` and the launch's world size."""
         micro, accum, glob = tcfg.micro_batch_size, tcfg.grad_accum_steps, tcfg.global_batch_size
         per_step = micro * world_size

@@ -6,8 +6,8 @@ launcher), load the config before torch is imported (config errors exit 2 fast) 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def parse_args(prog: str, description: str, override_example: str, section: str,
@@ -17,7 +17,8 @@ def parse_args(prog: str, description: str, override_example: str, section: str,
     ap.add_argument("overrides", nargs="*", metavar="key.sub=value", help=f"config overrides, e.g. {override_example}")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
-    g.add_argument("--fresh", action="store_true", help=f"delete earlier checkpoints/metrics in {section}.work_dir first")
+    g.add_argument("--fresh", action="store_true",
+                   help=f"delete earlier checkpoints/metrics in {section}.work_dir first")
     ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # passed by the deepspeed launcher
     return ap.parse_args(argv)
 

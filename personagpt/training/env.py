@@ -91,7 +91,7 @@ class Dist:
     rank: int
     world_size: int
     local_rank: int
-    device: "object"  # torch.device
+    device: object  # torch.device
 
     @property
     def is_main(self) -> bool:

@@ -8,7 +8,8 @@ padded with a copy of a sample whose labels are all masked, which adds no loss a
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

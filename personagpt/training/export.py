@@ -9,7 +9,7 @@ and saves. ``probe_logits`` gives the logits of a fixed batch for checking the e
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -39,14 +39,27 @@ from personagpt.paths import LOSS_CURVE, RunLayout
 from personagpt.training import checkpoints
 from personagpt.training.batching import BatchPlan, JobData, TrainData, encode_samples
 from personagpt.training.ds_config import build_ds_config, use_torch_adam
-from personagpt.training.env import (Dist, barrier, check_accelerate_launch, expected_world_size, init_distributed,
-                                     main_first)
+from personagpt.training.env import (
+    Dist,
+    barrier,
+    check_accelerate_launch,
+    expected_world_size,
+    init_distributed,
+    main_first,
+)
 from personagpt.training.export import gather_state_dict, merged_model, probe_batch, probe_logits
 from personagpt.training.loop import LoopSettings, Trainer, causal_lm_loss, cpu_seconds, lr_lambda, peak_memory_bytes
 from personagpt.training.metrics import MetricsLogger, plot_loss_curve, read_metrics
-from personagpt.training.model_setup import (ModelSource, apply_lora, build_model, count_parameters,
-                                             enable_activation_checkpointing, module_names, resolve_model_source,
-                                             validate_lora_targets)
+from personagpt.training.model_setup import (
+    ModelSource,
+    apply_lora,
+    build_model,
+    count_parameters,
+    enable_activation_checkpointing,
+    module_names,
+    resolve_model_source,
+    validate_lora_targets,
+)
 
 # logits of the exported model vs the engine on the same batch: both fp32 here, same weights; only summation
 # order may differ (thread count, fused vs separate LoRA matmuls). See tests/test_train_zero.py for the reasoning.

@@ -16,9 +16,10 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -173,7 +174,7 @@ class Trainer:
         self.state.tokens_seen += tokens
         self.state.label_tokens_seen += label_tokens
         rec = {"kind": "train", "step": step + 1, "epoch": round(self.data.sampler.epoch_of(step + 1), 4)}
-        rec.update({k: v / label_tokens for k, v in zip(keys, totals.tolist())})
+        rec.update({k: v / label_tokens for k, v in zip(keys, totals.tolist(), strict=True)})
         grad_norm = engine.get_global_grad_norm()
         rec.update(lr=lr, grad_norm=float(grad_norm) if grad_norm is not None else None, tokens=tokens,
                    label_tokens=label_tokens, step_seconds=round(dt, 4), tokens_per_s=round(tokens / dt, 1))
