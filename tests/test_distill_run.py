@@ -43,7 +43,10 @@ def test_kd_loss_decreases(student_run):
     train = [r for r in read_metrics(student_run / "run" / "metrics.jsonl") if r["kind"] == "train"]
     assert len(train) == 24 and all("kd" in r and "ce" in r and "hidden" in r for r in train)
     first, last = train[:4], train[-4:]
-    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+
+    def mean(rs, k):
+        return sum(r[k] for r in rs) / len(rs)
+
     assert mean(last, "kd") < 0.8 * mean(first, "kd"), (mean(first, "kd"), mean(last, "kd"))
     evals = [r for r in read_metrics(student_run / "run" / "metrics.jsonl") if r["kind"] == "eval"]
     assert evals[-1]["loss"] < evals[0]["loss"]
