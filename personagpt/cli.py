@@ -1,8 +1,8 @@
-"""The ``personagpt`` console script: data preparation, model conversion, config inspection.
+"""The ``personagpt`` console script: ``data prepare`` (the data stage), ``model fetch-smollm2`` / ``model init``,
+``run`` (the whole pipeline, every stage through its own entry point) and ``config show``.
 
-Stage jobs have their own entry points (``deepspeed train/run.py``, ``python serve/run.py`` ...); this script
-holds the commands that are not a stage of their own. Every user error exits with code 2 and a message that
-names the file, row or key.
+The other stages have their own entry points (``deepspeed train/run.py``, ``python serve/run.py`` ...). Every user
+error exits with code 2 and a message that names the file, row or key; a failed pipeline stage exits 1.
 """
 
 from __future__ import annotations
