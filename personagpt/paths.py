@@ -54,9 +54,9 @@ class RunLayout:
     root: Path
 
     @classmethod
-    def of(cls, name: str) -> RunLayout:
-        """The run folder of config name ``name``: runs/NAME under the working directory."""
-        return cls((RUNS / name).resolve())
+    def of(cls, name: str, cwd: str | Path | None = None) -> RunLayout:
+        """The run folder of config name ``name``: runs/NAME under the working directory (or ``cwd``)."""
+        return cls((Path(cwd or ".") / RUNS / name).resolve())
 
     # artifacts
     @property

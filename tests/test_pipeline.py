@@ -11,6 +11,7 @@ import pytest
 
 from fixtures.artifacts import ROOT, TINY
 from personagpt.artifacts import read_manifest
+from personagpt.paths import RunLayout
 
 # Small but real: every stage runs its real entry point; Locust runs 15 s against vLLM.
 FAST = ["train.max_steps=30", "train.lr=3e-3", "train.micro_batch_size=8", "train.global_batch_size=16",
@@ -34,7 +35,7 @@ def pipeline_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("pipeline")
     proc = run(cwd)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return cwd, cwd / "runs" / "tiny", proc
+    return cwd, RunLayout.of("tiny", cwd).root, proc
 
 
 @pytest.mark.slow
