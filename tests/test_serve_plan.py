@@ -87,12 +87,15 @@ def test_gpu_command(tmp_path):
     assert "VLLM_CPU_KVCACHE_SPACE" not in ln.env
 
 
-def test_int8_compressed_tensors(tmp_path):
+@pytest.mark.parametrize("avx512, activations", [(False, "float32"), (True, "bfloat16")])
+def test_int8_compressed_tensors(tmp_path, monkeypatch, avx512, activations):
     art = make_artifact(tmp_path, dtype="int8", quantization={"method": "int8", "format": "compressed-tensors"},
                         quant_config={"quant_method": "compressed-tensors"})
+    monkeypatch.setattr(plan, "cpu_has_avx512", lambda: avx512)
     a = launch(art).argv
     assert flag(a, "--quantization") == "compressed-tensors"
-    assert flag(a, "--dtype") == "float32"  # activations: the config's float dtype, not the weights' int8
+    # AVX2: the config's float dtype, not the weights' int8; AVX-512: vllm-cpu's oneDNN int8 kernel needs bf16
+    assert flag(a, "--dtype") == activations
 
 
 def test_gptq_on_gpu_lets_vllm_pick_kernel_in_fp16(tmp_path):
