@@ -82,8 +82,11 @@ def _eval(args) -> int:
         raise PersonaGPTError("personagpt eval needs --config (configs/tiny.yaml, configs/smollm2-persona.yaml)")
     cfg = load_config(args.config, args.overrides)
     names = [s.strip() for s in args.models.split(",") if s.strip()] if args.models else cfg.eval.models
-    evaluate(cfg, names, args.split or cfg.eval.split, url=args.url,
-             api_key=os.environ.get(cfg.serve.api_key_env) or None)
+    from personagpt.eval.generate import Decoding
+
+    decodings = [Decoding.parse(d) for d in args.decoding] if args.decoding else None
+    evaluate(cfg, names, args.split or cfg.eval.split, url=args.url, decodings=decodings,
+             api_key=os.environ.get(cfg.serve.api_key_env) or None, run_dir=args.run_dir)
     return 0
 
 
@@ -132,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("val", "test"), default=None, help="default: eval.split")
     p.add_argument("--url", default=None, help="an OpenAI-compatible endpoint to evaluate instead (generated "
                                                "replies only; --models gives its label)")
+    p.add_argument("--decoding", action="append", default=None, metavar="SPEC",
+                   help="compare decodings instead of greedy + eval.sampling: greedy or T=0.7,top_p=0.9,rep=1.1 "
+                        "(repeatable; the last one is the table's sampled column)")
+    p.add_argument("--run-dir", type=Path, default=None, help="the run folder (default runs/NAME)")
     p.set_defaults(func=_eval)
 
     config = sub.add_parser("config", help="configs").add_subparsers(dest="cmd", required=True)

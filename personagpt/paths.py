@@ -12,7 +12,8 @@ working directory, NAME being the config's ``name``:
       distill/                   the distill stage's work folder        (distill.work_dir)
       student/                   student model artifact                 (distill.output_dir)
       quantized-METHOD/          quantized model artifact, METHOD = gptq | int8 | onnx (quantize.output_dir)
-      eval/                      persona evaluation: MODEL.json per model, eval.md, plots
+      eval/                      persona evaluation (personagpt eval): MODEL.json per model, reference.json,
+                                 eval.md, models.png, done.json
       loadtest/MODEL/PROFILE/    one load test of the served MODEL (loadtest.out)
       chat/                      saved chat transcripts
       bench/STAGE/               a stage benchmark's results (STAGE/bench.py)

@@ -31,7 +31,9 @@ def stale(base_overrides, new_overrides, new_hashes=None):
     ("train.lr=0.01", ["train"]),
     ("distill.alpha=0.9", ["distill"]),
     ("quantize.n_calibration=48", ["quantize"]),
-    ("pipeline.quantize_method=onnx", ["quantize"]),
+    ("pipeline.quantize_method=onnx", ["quantize", "eval"]),   # eval's "quantized" is quantized-METHOD
+    ("eval.candidates=12", ["eval"]),
+    ("model.path=/models/x", ["data", "train", "eval"]),     # eval's "base" is the model source
     ("loadtest.users=3", ["loadtest"]),
     ("serve.max_num_seqs=8", ["loadtest"]),
     ("pipeline.serve=[distill,quantize]", ["loadtest"]),
@@ -41,9 +43,14 @@ def test_a_changed_key_reruns_its_stages(key, own):
 
 
 def test_a_new_artifact_reruns_everything_downstream():
-    assert stale([], [], {"train": "new"}) == ["distill", "loadtest"]
-    assert stale([], [], {"distill": "new"}) == ["quantize", "loadtest"]
-    assert stale([], [], {"data": "new"}) == ["train", "distill", "quantize", "loadtest"]
+    assert stale([], [], {"train": "new"}) == ["distill", "eval", "loadtest"]
+    assert stale([], [], {"distill": "new"}) == ["quantize", "eval", "loadtest"]
+    assert stale([], [], {"quantize": "new"}) == ["eval", "loadtest"]
+    assert stale([], [], {"data": "new"}) == ["train", "distill", "quantize", "eval", "loadtest"]
+
+
+def test_eval_runs_after_quantize_and_before_the_load_test():
+    assert NAMES == ["data", "train", "distill", "quantize", "eval", "loadtest"]
 
 
 def test_unchanged_is_stable():

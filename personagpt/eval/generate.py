@@ -34,12 +34,32 @@ class Decoding:
             parts.append(f"rep={self.repetition_penalty:g}")
         return " ".join(parts)
 
+    @classmethod
+    def parse(cls, spec: str) -> Decoding:
+        """``greedy`` or ``T=0.7[,top_p=0.9][,rep=1.1]`` (the labels the tables use, commas for spaces)."""
+        if spec.strip() == "greedy":
+            return GREEDY
+        keys = {"T": "temperature", "top_p": "top_p", "rep": "repetition_penalty"}
+        kw: dict[str, float] = {}
+        for part in spec.replace(" ", ",").split(","):
+            k, _, v = part.partition("=")
+            try:
+                kw[keys[k.strip()]] = float(v)
+            except (KeyError, ValueError):
+                raise PersonaGPTError(f"--decoding {spec!r}: expected greedy or T=0.7,top_p=0.9,rep=1.1") from None
+        if kw.get("temperature", 1.0) <= 0 or not 0 < kw.get("top_p", 1.0) <= 1 or kw.get("repetition_penalty",
+                                                                                         1.0) < 1:
+            raise PersonaGPTError(f"--decoding {spec!r}: needs T > 0, 0 < top_p <= 1, rep >= 1")
+        return cls(True, **kw)
+
     def hf_kwargs(self) -> dict[str, Any]:
         if not self.do_sample:
             return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None,
                     "repetition_penalty": self.repetition_penalty}
         return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": None,
                 "repetition_penalty": self.repetition_penalty}
+
+
 
 
 GREEDY = Decoding(do_sample=False)

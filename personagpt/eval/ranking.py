@@ -112,9 +112,12 @@ class HFScorer:
         ctx = torch.tensor([self.tok(prefix, add_special_tokens=False)["input_ids"]], device=self.device)
         out = self.model(input_ids=ctx, use_cache=True)
         first = out.logits[0, -1].float().log_softmax(-1)
-        scores: list[float] = []
-        for i in range(0, len(candidates), self.batch_size):
-            chunk = [self.reply_ids(messages, prefix, c) for c in candidates[i:i + self.batch_size]]
+        encoded = [self.reply_ids(messages, prefix, c) for c in candidates]
+        order = sorted(range(len(encoded)), key=lambda j: len(encoded[j]))  # similar lengths batch with less padding
+        scores = [0.0] * len(encoded)
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i:i + self.batch_size]
+            chunk = [encoded[j] for j in idx]
             k, m = len(chunk), max(map(len, chunk))
             ids = torch.full((k, m), self.tok.pad_token_id, dtype=torch.long, device=self.device)
             mask = torch.zeros((k, m), dtype=torch.long, device=self.device)
@@ -127,5 +130,6 @@ class HFScorer:
             logits = self.model(input_ids=ids, attention_mask=attn, past_key_values=cache, use_cache=True).logits
             logp = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
             logp = torch.cat([first[ids[:, 0]][:, None], logp], 1) * mask
-            scores += (logp.sum(1) / mask.sum(1)).tolist()
+            for j, v in zip(idx, (logp.sum(1) / mask.sum(1)).tolist(), strict=True):
+                scores[j] = v
         return scores

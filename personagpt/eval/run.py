@@ -47,14 +47,14 @@ def style_metrics(texts: list[str], real: list[str], n_boot: int, seed: int) -> 
 class Inputs:
     """Everything every model is scored on, built (and checked) once."""
 
-    def __init__(self, cfg, split: str):
+    def __init__(self, cfg, split: str, run_dir: Path | None = None):
         from personagpt.artifacts import read_manifest
         from personagpt.data.prepare import read_split
         from personagpt.errors import ArtifactError
         from personagpt.template import prompt_messages
 
         e = cfg.eval
-        self.layout = RunLayout.of(cfg.name)
+        self.layout = RunLayout(Path(run_dir).resolve()) if run_dir else RunLayout.of(cfg.name)
         self.dataset = Path(e.dataset).resolve() if e.dataset else self.layout.data
         try:
             self.data_manifest = read_manifest(self.dataset, kind="dataset")
@@ -152,16 +152,17 @@ def evaluate_endpoint(name: str, gen, inputs: Inputs, clf: Authorship, cfg, deco
 
 
 def evaluate(cfg, names: list[str], split: str, url: str | None = None, api_key: str | None = None,
-             decodings: list[Decoding] | None = None, out: Path | None = None) -> Path:
-    """Evaluate ``names`` (or the endpoint at ``url``, labelled by the single name) into ``out`` (default
-    runs/NAME/eval): MODEL.json per model, reference.json, eval.md, models.png, done.json."""
+             decodings: list[Decoding] | None = None, out: Path | None = None, run_dir: Path | None = None) -> Path:
+    """Evaluate ``names`` (or the endpoint at ``url``, labelled by the single name) of the run folder ``run_dir``
+    (default runs/NAME) into ``out`` (default its eval/): MODEL.json per model, reference.json, eval.md,
+    models.png, done.json."""
     from personagpt.artifacts import staging_dir
     from personagpt.eval.models import resolve
     from personagpt.eval.report import write_results
 
     t0 = time.perf_counter()
     decodings = decodings or [GREEDY, sampling_of(cfg)]
-    inputs = Inputs(cfg, split)
+    inputs = Inputs(cfg, split, run_dir)
     if url:
         from personagpt.eval.generate import EndpointGenerator
 

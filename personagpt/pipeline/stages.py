@@ -9,6 +9,7 @@ from __future__ import annotations
 from personagpt.network import free_port
 from personagpt.paths import ROOT
 from personagpt.pipeline.context import PY, Ctx, quantize_method
+from personagpt.pipeline.eval_stage import EvalStage
 from personagpt.pipeline.loadtest_stage import LoadtestStage
 from personagpt.pipeline.stage import CommandStage, Stage
 
@@ -49,4 +50,4 @@ DISTILL = CommandStage("distill", lambda ctx: ctx.layout.student, ("distill", "d
 QUANTIZE = CommandStage("quantize", lambda ctx: ctx.quantized, ("quantize", "data", "seed", "pipeline.quantize_method"),
                         ("distill", "data"), _quantize, model="quantized")
 MODEL_STAGES: dict[str, Stage] = {s.name: s for s in (TRAIN, DISTILL, QUANTIZE)}  # what pipeline.serve may name
-STAGES: list[Stage] = [DATA, TRAIN, DISTILL, QUANTIZE, LoadtestStage(MODEL_STAGES)]
+STAGES: list[Stage] = [DATA, TRAIN, DISTILL, QUANTIZE, EvalStage(), LoadtestStage(MODEL_STAGES)]
