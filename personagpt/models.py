@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from personagpt.decoding import DECODING_DEFAULTS
 from personagpt.errors import ArtifactError
 
 
@@ -42,16 +43,10 @@ def weight_bytes(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and p.name.endswith(exts))
 
 
-# The sampling defaults every model artifact's generation_config.json carries (what vLLM, chat clients and the
-# report's answers use when a request does not say). Chosen with `personagpt eval --decoding ...` on the demo
-# teacher: greedy loops ("I am not sure." eight times), this keeps the persona's authorship share and length
-# distribution and no reply loops (README "Decoding defaults" has the comparison).
-DECODING_DEFAULTS: dict[str, Any] = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1}
-
-
 def save_model_folder(model, tokenizer, out: str | Path, max_new_tokens: int = 128) -> dict[str, Any]:
     """Save model (safetensors), tokenizer with its chat template, and a generation config whose EOS ids end a
-    turn and whose sampling defaults are :data:`DECODING_DEFAULTS`. Returns the manifest's ``model`` block."""
+    turn and whose sampling defaults are ``personagpt.decoding.DECODING_DEFAULTS``. Returns the manifest's
+    ``model`` block."""
     from transformers import GenerationConfig
 
     out = Path(out)

@@ -81,7 +81,7 @@ def test_endpoint_that_does_not_answer(run_dir):
 def test_artifacts_carry_the_measured_decoding_defaults(tiny_model_artifact):
     from transformers import GenerationConfig
 
-    from personagpt.models import DECODING_DEFAULTS
+    from personagpt.decoding import DECODING_DEFAULTS
 
     gen = GenerationConfig.from_pretrained(str(tiny_model_artifact))
     assert gen.do_sample is True

@@ -14,15 +14,18 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from personagpt.config.base import Section
+from personagpt.decoding import DECODING_DEFAULTS as D
 
 MODEL_NAMES = ("base", "teacher", "student", "quantized")
 
 
 class SamplingConfig(Section):
-    temperature: float = Field(0.7, gt=0, description="sampled replies: softmax temperature")
-    top_p: float = Field(1.0, gt=0, le=1, description="sampled replies: nucleus sampling mass (1: off)")
-    repetition_penalty: float = Field(1.0, ge=1, description="sampled replies: penalty on tokens already present "
-                                                             "(1: off)")
+    """Defaults: the artifacts' own decoding defaults (personagpt/decoding.py)."""
+
+    temperature: float = Field(D["temperature"], gt=0, description="sampled replies: softmax temperature")
+    top_p: float = Field(D["top_p"], gt=0, le=1, description="sampled replies: nucleus sampling mass (1: off)")
+    repetition_penalty: float = Field(D["repetition_penalty"], ge=1, description="sampled replies: penalty on "
+                                                                                 "tokens already present (1: off)")
 
 
 class EvalConfig(Section):
