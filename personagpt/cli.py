@@ -52,6 +52,8 @@ def _run_pipeline(args) -> int:
     from personagpt.config import load_config
     from personagpt.paths import RunLayout
     from personagpt.pipeline.context import Ctx, default_ranks
+    from personagpt.pipeline.interrupt import Interrupted, signals_interrupt
+    from personagpt.pipeline.lock import RunLock
     from personagpt.pipeline.report import write_report
     from personagpt.pipeline.runner import Pipeline
     from personagpt.pipeline.stages import STAGES
@@ -66,8 +68,13 @@ def _run_pipeline(args) -> int:
                               f"(stages: {', '.join(names)})")
     ctx = Ctx(config=args.config.resolve(), overrides=list(args.overrides), cfg=cfg,
               layout=RunLayout.of(cfg.name), ranks=cfg.pipeline.ranks or default_ranks())
-    timings = Pipeline(ctx, STAGES, force=args.force, only=only).run()
-    print(f"report: {write_report(ctx, timings)}")
+    with RunLock(ctx.layout.lock), signals_interrupt():
+        try:
+            timings = Pipeline(ctx, STAGES, force=args.force, only=only).run()
+            print(f"report: {write_report(ctx, timings)}")
+        except Interrupted as e:
+            print(f"{e}: stopped; rerun the same command to resume", file=sys.stderr)
+            return e.exit_code
     return 0
 
 

@@ -1,41 +1,14 @@
 """`personagpt run`: the tiny preset end to end (real launcher, vLLM, Locust), skipping, reruns, failures.
 
-One pipeline run per test session (module fixture) in its own folder; the later tests reuse its artifacts."""
+One pipeline run per test session (fixtures/pipeline.py) in its own folder; the later tests reuse its artifacts."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from fixtures.artifacts import ROOT, TINY
+from fixtures.artifacts import TINY
+from fixtures.pipeline import FAST, run, state
 from personagpt.artifacts import read_manifest
-from personagpt.paths import RunLayout
-
-# Small but real: every stage runs its real entry point; Locust runs 15 s against vLLM.
-FAST = ["train.max_steps=30", "train.lr=3e-3", "train.micro_batch_size=8", "train.global_batch_size=16",
-        "train.eval_every=15", "train.save_every=15", "train.eval_samples=64", "distill.max_steps=20",
-        "distill.eval_every=10", "distill.save_every=10", "distill.eval_samples=64", "loadtest.duration_s=15",
-        "loadtest.users=2", "loadtest.max_tokens=16", "data.max_conversations=120"]
-
-
-def run(cwd, *args, timeout=1800):
-    return subprocess.run([sys.executable, "-m", "personagpt.cli", "run", "--config", str(TINY), *FAST, *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
-def state(run_dir):
-    return json.loads((run_dir / "pipeline.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("pipeline")
-    proc = run(cwd)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return cwd, RunLayout.of("tiny", cwd).root, proc
 
 
 @pytest.mark.slow

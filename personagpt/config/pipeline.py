@@ -25,6 +25,8 @@ class PipelineConfig(Section):
     serve_port: int = Field(0, ge=0, le=65535, description="0: a free port")
     sample_questions: int = Field(3, ge=0, description="held-out questions every model answers in the report")
     sample_max_tokens: int = Field(48, ge=1)
+    stop_timeout_s: float = Field(60.0, gt=0, description="on SIGINT/SIGTERM/SIGHUP: seconds a stage's processes "
+                                                           "get to stop after SIGTERM before they are SIGKILLed")
 
     @field_validator("serve", mode="before")
     @classmethod

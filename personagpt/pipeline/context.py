@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,11 @@ class Ctx:
     cfg: object
     layout: RunLayout
     ranks: int
+    on_start: Callable[[int], None] | None = None  # the runner records each process group a stage starts
+
+    def started(self, pgid: int) -> None:
+        if self.on_start is not None:
+            self.on_start(pgid)
 
     def args(self) -> list[str]:
         """``--config FILE key=value ...``: how every stage entry receives the user's config."""

@@ -72,7 +72,8 @@ class LoadtestStage(Stage):
         with served(ctx, artifact, log) as server:
             # exit 1: the SLO was violated, results written (the report shows it); anything else is a failure
             rc = run_command([PY, str(ROOT / "loadtest" / "run.py"), "--host", server.url, *ctx.args(),
-                              f"loadtest.dataset={ctx.layout.data}", f"loadtest.out={out}"], log, ok=(0, 1))
+                              f"loadtest.dataset={ctx.layout.data}", f"loadtest.out={out}"], log, ok=(0, 1),
+                             grace=cfg.pipeline.stop_timeout_s, on_start=ctx.started)
             if not (out / "summary.json").is_file():
                 raise StageFailed(f"loadtest/run.py exited with code {rc} without results in {out}\n"
                                   f"--- last lines of {log} ---\n{log_tail(log)}")
