@@ -78,6 +78,33 @@ def _run_pipeline(args) -> int:
     return 0
 
 
+def _promote(args) -> int:
+    import subprocess
+
+    from personagpt.config import load_config
+    from personagpt.errors import StageFailed
+    from personagpt.paths import RunLayout
+    from personagpt.pipeline.context import quantize_method
+    from personagpt.promotion import promote, quantize_command
+
+    if args.config is None:
+        raise PersonaGPTError("personagpt promote needs --config")
+    cfg = load_config(args.config, args.overrides)
+    layout = RunLayout(args.run_dir.resolve()) if args.run_dir else RunLayout.of(cfg.name)
+    method = quantize_method(cfg)
+
+    def quantize_teacher(out: Path) -> None:
+        argv = quantize_command(["--config", str(args.config), *args.overrides], method, layout.teacher, layout.data,
+                                out)
+        rc = subprocess.run(argv).returncode
+        if rc != 0:
+            raise StageFailed(f"quantizing the teacher failed with exit code {rc}: {' '.join(argv)}")
+
+    record = promote(layout, method, cfg.pipeline.min_quality_retained, quantize_teacher, reuse_teacher=True)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
 def _config_show(args) -> int:
     import yaml
 
@@ -114,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun every selected stage even when up to date")
     p.add_argument("--stages", default=None, help="comma-separated subset, e.g. data,train")
     p.set_defaults(func=_run_pipeline)
+
+    p = sub.add_parser("promote", help="the quality gate: point runs/NAME/promoted at the quantized student, or at "
+                                       "the quantized teacher when the student keeps less than "
+                                       "pipeline.min_quality_retained")
+    add_config_args(p)
+    p.add_argument("--run-dir", type=Path, default=None, help="the run folder (default runs/NAME)")
+    p.set_defaults(func=_promote)
 
     config = sub.add_parser("config", help="configs").add_subparsers(dest="cmd", required=True)
     p = config.add_parser("show", help="print the validated config with overrides applied")

@@ -26,12 +26,13 @@ def stale(base_overrides, new_overrides, new_hashes=None):
 
 
 @pytest.mark.parametrize("key, own", [
-    ("data.max_length=200", ["data", "train", "distill", "quantize"]),
+    ("data.max_length=200", ["data", "train", "distill", "quantize", "promote"]),
     ("model.num_hidden_layers=3", ["data", "train"]),           # the dataset's hash may not change: train must
     ("train.lr=0.01", ["train"]),
     ("distill.alpha=0.9", ["distill"]),
-    ("quantize.n_calibration=48", ["quantize"]),
-    ("pipeline.quantize_method=onnx", ["quantize"]),
+    ("quantize.n_calibration=48", ["quantize", "promote"]),   # the teacher is quantized the same way
+    ("pipeline.quantize_method=onnx", ["quantize", "promote"]),
+    ("pipeline.min_quality_retained=0.5", ["promote"]),
     ("loadtest.users=3", ["loadtest"]),
     ("serve.max_num_seqs=8", ["loadtest"]),
     ("pipeline.serve=[distill,quantize]", ["loadtest"]),
@@ -41,9 +42,11 @@ def test_a_changed_key_reruns_its_stages(key, own):
 
 
 def test_a_new_artifact_reruns_everything_downstream():
-    assert stale([], [], {"train": "new"}) == ["distill", "loadtest"]
-    assert stale([], [], {"distill": "new"}) == ["quantize", "loadtest"]
-    assert stale([], [], {"data": "new"}) == ["train", "distill", "quantize", "loadtest"]
+    assert stale([], [], {"train": "new"}) == ["distill", "promote", "loadtest"]
+    assert stale([], [], {"distill": "new"}) == ["quantize", "promote", "loadtest"]
+    assert stale([], [], {"quantize": "new"}) == ["promote", "loadtest"]
+    assert stale([], [], {"promote": "new"}) == ["loadtest"]
+    assert stale([], [], {"data": "new"}) == ["train", "distill", "quantize", "promote", "loadtest"]
 
 
 def test_unchanged_is_stable():

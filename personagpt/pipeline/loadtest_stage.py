@@ -55,7 +55,10 @@ class LoadtestStage(Stage):
         done: dict = {"models": {}, "questions": questions}
         for stage_name in cfg.pipeline.serve:
             stage = self.model_stages[stage_name]
-            artifact = stage.output(ctx)
+            artifact = stage.model_artifact(ctx)
+            if not artifact.is_dir():
+                raise StageFailed(f"pipeline.serve names {stage_name!r}, but its model {artifact} does not exist: "
+                                  f"run that stage first (--stages {stage_name},loadtest)")
             try:
                 done["models"][stage_name] = self._serve_and_test(ctx, artifact, questions, log)
             except Exception as e:  # noqa: BLE001 - any failure is this stage's, reported with the log's tail

@@ -39,6 +39,10 @@ class Stage:
         """A line for the console before the stage runs (e.g. where it resumes), or None."""
         return None
 
+    def model_artifact(self, ctx: Ctx) -> Path:
+        """The model artifact a model stage makes (what serving it serves): its output, unless it says otherwise."""
+        return self.output(ctx)
+
 
 class CommandStage(Stage):
     """One process through the stage's real entry point, exactly as a user or a Kubernetes Job would start it.
@@ -65,8 +69,8 @@ class CommandStage(Stage):
         if ckpt is None:
             return None
         if resume:
-            return f"resuming from checkpoint {ckpt}"
-        return (f"starting fresh: deleting the checkpoints in {ckpt.parent} (they were made with another config or "
+            return f"resuming from checkpoint {ckpt.path} (step {ckpt.step})"
+        return (f"starting fresh: deleting the checkpoints in {ckpt.dir} (they were made with another config or "
                 f"other inputs, or --force was given)")
 
     def run(self, ctx: Ctx, resume: bool, log: Path) -> None:
