@@ -74,6 +74,11 @@ class DataConfig(Section):
     split_seed: int = 0
     max_conversations: int | None = Field(None, ge=1, description="keep only the first N persona conversations")
 
+    @field_validator("persona", mode="before")
+    @classmethod
+    def _persona(cls, v):
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # numeric ids: data.persona=1001
+
     @field_validator("phone_regions")
     @classmethod
     def _regions(cls, v: list[str]) -> list[str]:

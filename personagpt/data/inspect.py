@@ -56,15 +56,18 @@ def print_inspect(summary: dict[str, Any], limit: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary['source']}: {summary['messages']} messages, {summary['conversations']} "
-                        f"conversations, {summary['sessions']} sessions, {summary['first']} .. {summary['last']} UTC")
+    print(f"{summary['source']}: {summary['messages']} messages, {summary['conversations']} conversations, "
+          f"{summary['sessions']} sessions, {summary['first']} .. {summary['last']} UTC")
+    table = Table()
     for col, justify in (("id", "left"), ("name", "left"), ("messages", "right"), ("sessions", "right"),
                          ("conversations", "right"), ("first", "left"), ("last", "left")):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, no_wrap=col in ("id", "name"))
     for s in summary["speakers"][:limit]:
         table.add_row(s["id"], s["name"], str(s["messages"]), str(s["sessions"]), str(s["conversations"]),
                       s["first"] or "", s["last"] or "")
     console = Console()
+    if not console.is_terminal:  # piped or logged: no terminal width to fit, keep rows on one line
+        console = Console(width=160)
     console.print(table)
     if summary["dropped"]:
         console.print("dropped: " + ", ".join(f"{k} {v}" for k, v in summary["dropped"].items()))
