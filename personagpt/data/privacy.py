@@ -8,7 +8,8 @@ Rules:
 - Order: e-mail addresses (a regex), then URLs (urlextract: with or without a scheme, bare domains by IANA's TLD
   list, so it errs on the side of removing), then card-like numbers (13-19 digits, spaces or dashes allowed,
   Luhn-valid), then phone numbers (Google's libphonenumber, ``phonenumbers``: international numbers, and national
-  formats of ``data.phone_regions``).
+  formats of ``data.phone_regions``, at its "possible number" leniency: over-removal is preferred; a match shaped
+  like a date, 12.03.2024, is kept).
 - Pseudonymisation replaces every other speaker's display name (the whole name, and each part of it of 3+
   letters, as whole words, ignoring case) with ``Person N`` (N in order of first appearance) in every text, and
   uses it as their speaker name. Inflected forms of a name (e.g. a Ukrainian vocative) are not recognised.
@@ -26,6 +27,8 @@ PLACEHOLDER = {kind: f"<{kind}>" for kind in ("email", "url", "card", "phone")}
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])")
 DIGITS = re.compile(r"\d")
+DATE_LIKE = re.compile(r"^\d{1,4}([./-])\d{1,2}\1\d{1,4}$")  # 12.03.2024 is a date, not a phone number
+TRAILING = ".,;:!?'\"»…"
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,7 +67,14 @@ def _emails(text: str) -> list[tuple[int, int]]:
 def _urls(text: str) -> list[tuple[int, int]]:
     if "." not in text and ":" not in text:
         return []
-    return [span for _, span in _url_extractor().find_urls(text, get_indices=True)]
+    spans = []
+    for _, (start, end) in _url_extractor().find_urls(text, get_indices=True):
+        # sentence punctuation after a URL is not part of it (a closing bracket only when unbalanced)
+        while end > start and (text[end - 1] in TRAILING or (text[end - 1] == ")" and text.count(
+                "(", start, end) < text.count(")", start, end))):
+            end -= 1
+        spans.append((start, end))
+    return spans
 
 
 def _cards(text: str) -> list[tuple[int, int]]:
@@ -79,7 +89,8 @@ def _phones(text: str, regions: tuple[str, ...]) -> list[tuple[int, int]]:
     spans = []
     for region in regions:
         for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
-            spans.append((m.start, m.end))
+            if not DATE_LIKE.match(m.raw_string):
+                spans.append((m.start, m.end))
     return spans
 
 
