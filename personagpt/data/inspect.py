@@ -56,8 +56,9 @@ def print_inspect(summary: dict[str, Any], limit: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    span = f", {summary['first']} .. {summary['last']} UTC" if summary["first"] else ""
     print(f"{summary['source']}: {summary['messages']} messages, {summary['conversations']} conversations, "
-          f"{summary['sessions']} sessions, {summary['first']} .. {summary['last']} UTC")
+          f"{summary['sessions']} sessions{span}")
     table = Table()
     for col, justify in (("id", "left"), ("name", "left"), ("messages", "right"), ("sessions", "right"),
                          ("conversations", "right"), ("first", "left"), ("last", "left")):
