@@ -18,7 +18,8 @@ from personagpt.errors import DataError
 
 EXPORTS = ROOT / "tests" / "fixtures" / "exports"
 TG_CHAT, TG_ACCOUNT = EXPORTS / "telegram_chat.json", EXPORTS / "telegram_account.json"
-WA_ANDROID, WA_IOS, WA_ES = EXPORTS / "whatsapp_android.txt", EXPORTS / "whatsapp_ios.txt", EXPORTS / "whatsapp_android_es.txt"
+WA_ANDROID, WA_IOS = EXPORTS / "whatsapp_android.txt", EXPORTS / "whatsapp_ios.txt"
+WA_ES = EXPORTS / "whatsapp_android_es.txt"
 DISCORD = EXPORTS / "discord_channel.json"
 OLENA_DC, SAM_DC = "434468647994523650", "434468647994523651"
 
