@@ -159,6 +159,14 @@ def test_whatsapp_spanish_ampm_day_first():
     assert ts[3].gap == ts[3].time - ts[2].time
 
 
+def test_whatsapp_dotted_pm_and_24h_android(tmp_path):
+    path = tmp_path / "chat.txt"
+    path.write_text("12/24/19, 11:23 p.m. - Ann: hi\n12/24/19, 11:24 p.m. - Bo: yo\n", encoding="utf-8")
+    assert [t.time for t in turns(read("whatsapp", path))] == [utc(2019, 12, 24, 23, 23), utc(2019, 12, 24, 23, 24)]
+    path.write_text("24/12/2019, 23:23 - Ann: hi\n24/12/2019, 23:24 - Bo: yo\n", encoding="utf-8")
+    assert [t.time for t in turns(read("whatsapp", path))] == [utc(2019, 12, 24, 23, 23), utc(2019, 12, 24, 23, 24)]
+
+
 def test_whatsapp_date_order_inference_rules():
     assert days_first([[13, 1, 2024]]) is True and days_first([[1, 13, 2024]]) is False  # above 12
     assert days_first([[5, 1, 24], [6, 1, 24], [1, 2, 24]]) is True  # the day decreases within a year
