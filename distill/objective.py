@@ -1,5 +1,6 @@
 """The distillation objective the training loop calls each micro-batch: teacher forward (frozen, no gradients),
-student forward, ``alpha·KD + (1-alpha)·CE`` on assistant tokens, optional hidden-state matching, and an optional
+student forward, ``alpha·KD + (1-alpha)·CE`` (CE on assistant tokens; KD on assistant tokens or on every real
+token, ``kd_positions``, as a mean over its positions), optional hidden-state matching, and an optional
 on-policy share λ of micro-batches whose replies the student samples itself (GKD).
 
 The loop expects per-token *sums* over the micro-batch's labelled tokens (it divides by the global batch's count).
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from distill.losses import divergence, hidden_loss
+from distill.losses import divergence, hidden_loss, kd_mask
 from personagpt.evaluate import token_losses
 from personagpt.template import IGNORE_INDEX
 
@@ -72,6 +73,18 @@ class DistillObjective:
         return {"input_ids": new_ids, "attention_mask": new_mask, "labels": new_labels}
 
     # --- the loss ------------------------------------------------------------------------------------------------
+    def kd_sum(self, s_logits: torch.Tensor, t_logits: torch.Tensor, labels: torch.Tensor,
+               attention_mask: torch.Tensor, n_label: torch.Tensor) -> torch.Tensor:
+        """T²·(mean divergence over the micro-batch's KD positions) x its label-token count: a per-token mean
+        expressed as a sum like CE's, so that the loop's division by the global batch's label tokens leaves KD and
+        CE on one scale whichever positions KD covers (with ``kd_positions: assistant`` this is exactly the sum over
+        the label positions)."""
+        c = self.c
+        mask = kd_mask(labels, attention_mask, c.kd_positions, IGNORE_INDEX)
+        kd = divergence(s_logits[:, :-1], t_logits[:, :-1], c.loss, c.temperature, c.beta, c.skew)
+        mask = mask.to(kd.dtype)
+        return (kd * mask).sum() / mask.sum().clamp_min(1.0) * n_label.to(kd.dtype) * c.temperature ** 2
+
     def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         c = self.c
         self.batches += 1
@@ -86,15 +99,15 @@ class DistillObjective:
             t_out = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                  output_hidden_states=want_hidden)
         labels = batch["labels"]
-        mask = (labels[:, 1:] != IGNORE_INDEX).float()
-        n_label = mask.sum()
-        kd = divergence(out.logits[:, :-1], t_out.logits[:, :-1], c.loss, c.temperature, c.beta, c.skew)
-        kd_sum = (kd * mask).sum() * c.temperature ** 2
+        n_label = (labels[:, 1:] != IGNORE_INDEX).sum()
+        kd_sum = self.kd_sum(out.logits, t_out.logits, labels, batch["attention_mask"], n_label)
         ce_sum, _ = token_losses(out.logits, labels)
         # on-policy replies have no ground truth: only the teacher's judgement counts there
         alpha = 1.0 if on_policy else c.alpha
         loss_sum = alpha * kd_sum + (1 - alpha) * ce_sum
-        metrics = {"kd": kd_sum.detach(), "ce": ce_sum.detach()}
+        n_kd = kd_mask(labels, batch["attention_mask"], c.kd_positions, IGNORE_INDEX).sum()
+        # the loop reports per-label-token means: this one is the KD positions per label token
+        metrics = {"kd": kd_sum.detach(), "ce": ce_sum.detach(), "kd_positions": n_kd.detach()}
         if want_hidden:
             h_sum = 0.0
             for i, t_layer in enumerate(self.keep):

@@ -51,6 +51,11 @@ class DistillConfig(TrainConfig):
         "forward_kl", description="divergence between teacher and student next-token distributions")
     temperature: float = Field(2.0, gt=0, description="softmax temperature; the KD term is scaled by T²")
     alpha: float = Field(0.5, ge=0, le=1, description="loss = alpha·KD + (1 - alpha)·cross-entropy")
+    kd_positions: Literal["assistant", "all"] = Field(
+        "assistant", description="positions the KD term covers: assistant = those predicting a persona (label) "
+                                 "token; all = every real token (Minitron; the teacher's distribution is "
+                                 "informative at every position). KD is the mean over its positions, CE stays on "
+                                 "the persona's tokens, so both keep one scale")
     beta: float = Field(0.5, ge=0, le=1, description="generalized JSD interpolation (0: forward KL, 1: reverse KL)")
     skew: float = Field(0.1, ge=0, lt=1, description="skew KL mixing weight")
     hidden_weight: float = Field(0.0, ge=0, description="weight of the hidden-state loss (0: off)")
