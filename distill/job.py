@@ -8,12 +8,14 @@ it (a :class:`StudentParts`), ``loss_fn`` is the :class:`DistillObjective`, ``ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from distill.layer_selection import MEASURED
 from distill.objective import DistillObjective
 from distill.student import build_student, student_config, student_layers
 from personagpt.artifacts import read_manifest
@@ -25,7 +27,7 @@ from personagpt.training.model_setup import ModelSource
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """The checked student shape (its layers are placeholders until ``layer_selection: angular`` measures)."""
+    """The checked student shape (its layers are placeholders until a measured ``layer_selection`` chooses)."""
 
     teacher_config: Any
     keep_layers: list[int]
@@ -123,18 +125,22 @@ class DistillJob(TrainingJob):
             return (student, list(range(student.config.num_hidden_layers)), student.config,
                     {"init": "pretrained", "path": str(scfg.path)})
         keep, config, selection = spec.keep_layers, spec.config, None
-        if scfg.keep_layers is None and scfg.layer_selection == "angular":
-            keep, selection = self._angular_layers(teacher, data, len(spec.keep_layers), dist)
+        if scfg.keep_layers is None and scfg.layer_selection in MEASURED:
+            n_layers = len(spec.keep_layers)
+            keep, selection = self._measured(teacher, data, dist,
+                                             lambda m, b: MEASURED[scfg.layer_selection](m, b, n_layers))
+            if dist.is_main:
+                print(f"student layers ({scfg.layer_selection}): drop teacher layers {selection.get('dropped')}, "
+                      f"keep {keep}", flush=True)
             config = student_config(teacher.config, scfg, keep)
         student, info = build_student(teacher, scfg, seed=self.cfg.seed, layers=keep)
         if selection is not None:
             info["layer_selection"] = selection
         return student, keep, config, info
 
-    def _angular_layers(self, teacher, data: JobData, n_layers: int, dist) -> tuple[list[int], dict[str, Any]]:
-        """Rank 0 measures the teacher on the first training samples and every rank keeps its choice (the same
-        on a resume: same teacher, same samples)."""
-        from distill.layer_selection import angular_keep_layers
+    def _measured(self, teacher, data: JobData, dist, measure: Callable[[Any, list], tuple[Any, dict[str, Any]]]):
+        """``measure(teacher, batches) -> (choice, info)`` on rank 0, on the first ``selection_samples`` training
+        samples; every rank gets rank 0's result (the same on a resume: same teacher, same samples)."""
         from personagpt.data.prepare import read_split
         from personagpt.evaluate import collate
         from personagpt.training.batching import encode_samples
@@ -151,11 +157,10 @@ class DistillJob(TrainingJob):
             for i in range(0, len(enc), bs):
                 b = collate(enc[i:i + bs], tok.pad_token_id)
                 batches.append((b["input_ids"].to(dev), b["attention_mask"].to(dev)))
-            keep, info = angular_keep_layers(teacher.to(dev), batches, n_layers)
+            choice, info = measure(teacher.to(dev), batches)
             teacher.to("cpu")
             info["samples"] = len(enc)
-            result = [(keep, info)]
-            print(f"student layers (angular): drop teacher layers {info.get('dropped')}, keep {keep}", flush=True)
+            result = [(choice, info)]
         if dist.world_size > 1:
             torch.distributed.broadcast_object_list(result, src=0)
         return result[0]

@@ -17,8 +17,8 @@ _LAYER = re.compile(r"^(model\.layers\.)(\d+)(\..*)$")
 
 def student_layers(scfg, n_teacher: int) -> list[int]:
     """Validated list of teacher layers to keep (errors name ``distill.student.*``). With
-    ``layer_selection: angular`` these are evenly spaced placeholders of the right count: the job measures the
-    teacher and replaces them (:func:`distill.layer_selection.angular_keep_layers`)."""
+    a measured ``layer_selection`` (angular, influence) these are evenly spaced placeholders of the right count: the
+    job measures the teacher and replaces them (:data:`distill.layer_selection.MEASURED`)."""
     if scfg.keep_layers is not None:
         bad = [i for i in scfg.keep_layers if not 0 <= i < n_teacher]
         if bad:

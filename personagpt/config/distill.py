@@ -19,11 +19,14 @@ class StudentConfig(Section):
     keep_layers: list[int] | None = Field(
         None, description="teacher layer indices the student keeps (depth pruning); default: chosen by "
                           "layer_selection")
-    layer_selection: Literal["angular", "even"] = Field(
+    layer_selection: Literal["angular", "influence", "even"] = Field(
         "angular", description="without keep_layers: angular = drop the contiguous block whose input and output "
-                               "hidden states are closest in angle on selection_samples training samples (last "
-                               "layer kept); even = spread evenly (first and last kept)")
-    selection_samples: int = Field(32, ge=1, description="training samples the angular selection measures on")
+                               "hidden states are closest in angle on selection_samples training samples (Gromov "
+                               "et al. 2024); influence = drop the layers of lowest block influence 1 - cos(input, "
+                               "output), not necessarily contiguous (ShortGPT, Men et al. 2024); even = spread "
+                               "evenly (first and last kept). The last layer is always kept")
+    selection_samples: int = Field(32, ge=1, description="training samples the measured selections (angular or "
+                                                         "influence layers, importance widths) run on")
     num_hidden_layers: int | None = Field(None, ge=1, description="student depth when keep_layers is not given "
                                                                    "(default: half the teacher's)")
     hidden_size: int | None = Field(None, ge=8, description="width pruning (default: the teacher's)")
