@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from distill.importance import importance_channels, narrowed
 from distill.layer_selection import MEASURED
 from distill.objective import DistillObjective
 from distill.student import build_student, student_config, student_layers
@@ -133,9 +134,19 @@ class DistillJob(TrainingJob):
                 print(f"student layers ({scfg.layer_selection}): drop teacher layers {selection.get('dropped')}, "
                       f"keep {keep}", flush=True)
             config = student_config(teacher.config, scfg, keep)
-        student, info = build_student(teacher, scfg, seed=self.cfg.seed, layers=keep)
+        width, width_info = None, None
+        if scfg.width_selection == "importance" and narrowed(teacher.config, config):
+            width, width_info = self._measured(teacher, data, dist,
+                                               lambda m, b: importance_channels(m, b, keep, config))
+            if dist.is_main:
+                print(f"student widths (importance): {', '.join(width_info['axes'])} pruned, importance kept "
+                      f"{width_info['importance_kept']}", flush=True)
+        student, info = build_student(teacher, scfg, seed=self.cfg.seed, layers=keep, width=width)
         if selection is not None:
             info["layer_selection"] = selection
+        if width_info is not None:
+            info["width_selection"] = width_info
+        info["hidden_channels"] = width.hidden if width is not None else None
         return student, keep, config, info
 
     def _measured(self, teacher, data: JobData, dist, measure: Callable[[Any, list], tuple[Any, dict[str, Any]]]):
@@ -200,7 +211,8 @@ class DistillJob(TrainingJob):
         tok = data.tokenizer
         return DistillObjective(self.tcfg, parts.teacher, parts.keep_layers, tok.pad_token_id, eos_token_ids(tok),
                                 seed=self.cfg.seed * 7919 + dist.rank,
-                                synced_gpus=self.tcfg.zero_stage == 3 and dist.world_size > 1)
+                                synced_gpus=self.tcfg.zero_stage == 3 and dist.world_size > 1,
+                                hidden_channels=parts.info.get("hidden_channels"))
 
     def parents(self, plan: JobPlan, data: JobData) -> dict[str, Path]:
         return {"dataset": data.dataset_dir, "teacher": self.teacher_dir}
@@ -215,7 +227,8 @@ class DistillJob(TrainingJob):
         config = parts.config
         out: dict[str, Any] = {
             "teacher": str(self.teacher_dir),
-            "student": {**parts.info, "keep_layers": parts.keep_layers, "num_hidden_layers": config.num_hidden_layers,
+            "student": {**{k: v for k, v in parts.info.items() if k != "hidden_channels"},
+                        "keep_layers": parts.keep_layers, "num_hidden_layers": config.num_hidden_layers,
                         "hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size},
             "objective": {k: getattr(self.tcfg, k) for k in ("loss", "temperature", "alpha", "kd_positions", "beta",
                                                                "skew", "hidden_weight", "hidden_loss",

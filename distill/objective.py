@@ -20,8 +20,12 @@ from personagpt.template import IGNORE_INDEX
 
 class DistillObjective:
     def __init__(self, dcfg, teacher, keep_layers: list[int], pad_id: int, eos_ids: list[int], seed: int,
-                 synced_gpus: bool = False):
+                 synced_gpus: bool = False, hidden_channels: list[int] | None = None):
+        """``hidden_channels``: the teacher's residual channels a width-pruned student kept (hidden-state matching
+        compares those; None: the leading ones)."""
         self.c, self.teacher, self.keep = dcfg, teacher, keep_layers
+        self.hidden_channels = hidden_channels
+        self._hidden_index = None
         self.pad_id, self.eos_ids, self.synced_gpus = pad_id, eos_ids, synced_gpus
         self.rng = random.Random(seed)
         self.on_policy_batches = 0
@@ -73,6 +77,16 @@ class DistillObjective:
         return {"input_ids": new_ids, "attention_mask": new_mask, "labels": new_labels}
 
     # --- the loss ------------------------------------------------------------------------------------------------
+    def _teacher_channels(self, t_h: torch.Tensor, width: int) -> torch.Tensor:
+        """The teacher's hidden states on the student's channels (the kept ones of a width-pruned student)."""
+        if t_h.size(-1) == width:
+            return t_h
+        if self.hidden_channels is None:
+            return t_h[..., :width]
+        if self._hidden_index is None or self._hidden_index.device != t_h.device:
+            self._hidden_index = torch.tensor(self.hidden_channels, dtype=torch.long, device=t_h.device)
+        return t_h.index_select(-1, self._hidden_index)
+
     def kd_sum(self, s_logits: torch.Tensor, t_logits: torch.Tensor, labels: torch.Tensor,
                attention_mask: torch.Tensor, n_label: torch.Tensor) -> torch.Tensor:
         """T²·(mean divergence over the micro-batch's KD positions) x its label-token count: a per-token mean
@@ -112,7 +126,7 @@ class DistillObjective:
             h_sum = 0.0
             for i, t_layer in enumerate(self.keep):
                 s_h = out.hidden_states[i + 1]
-                t_h = t_out.hidden_states[t_layer + 1][..., : s_h.size(-1)]  # width-pruned student: leading dims
+                t_h = self._teacher_channels(t_out.hidden_states[t_layer + 1], s_h.size(-1))
                 h_sum = h_sum + hidden_loss(s_h, t_h, batch["attention_mask"], c.hidden_loss)
             h_sum = h_sum / len(self.keep) * n_label  # a per-token mean, expressed as a sum like the others
             loss_sum = loss_sum + c.hidden_weight * h_sum

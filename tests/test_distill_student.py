@@ -34,8 +34,9 @@ def test_depth_pruning_copies_the_kept_layers(teacher):
 
 def test_width_pruning_slices_and_keeps_head_size(teacher):
     cfg = StudentConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=96, num_attention_heads=1,
-                        num_key_value_heads=1)
+                        num_key_value_heads=1, width_selection="first")
     student, info = build_student(teacher, cfg)
+    assert info["width_selection"] == {"method": "first"}
     head_dim = teacher.config.hidden_size // teacher.config.num_attention_heads
     assert student.config.head_dim == head_dim and student.config.hidden_size == 32
     assert info["sliced"] > 0 and info["random"] == 0

@@ -33,6 +33,11 @@ class StudentConfig(Section):
     intermediate_size: int | None = Field(None, ge=8)
     num_attention_heads: int | None = Field(None, ge=1)
     num_key_value_heads: int | None = Field(None, ge=1)
+    width_selection: Literal["importance", "first"] = Field(
+        "importance", description="which teacher channels a width-pruned student keeps: importance = the MLP "
+                                  "neurons, attention heads (whole KV groups) and hidden channels of largest "
+                                  "activation on selection_samples training samples (Minitron); first = the "
+                                  "leading channels of every dimension")
     init: Literal["teacher", "scratch"] = Field(
         "teacher", description="teacher: copy (and slice) the teacher's weights; scratch: random init, same shape")
     path: Path | None = Field(None, description="a ready student model folder instead of pruning the teacher "
