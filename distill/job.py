@@ -152,7 +152,7 @@ class DistillJob(TrainingJob):
     def _measured(self, teacher, data: JobData, dist, measure: Callable[[Any, list], tuple[Any, dict[str, Any]]]):
         """``measure(teacher, batches) -> (choice, info)`` on rank 0, on the first ``selection_samples`` training
         samples; every rank gets rank 0's result (the same on a resume: same teacher, same samples)."""
-        from personagpt.data.prepare import read_split
+        from personagpt.data.prepare import read_split, split_label_turns
         from personagpt.evaluate import collate
         from personagpt.training.batching import encode_samples
 
@@ -160,7 +160,7 @@ class DistillJob(TrainingJob):
         if dist.is_main:
             scfg, tok = self.tcfg.student, data.tokenizer
             samples = read_split(data.dataset_dir, "train")[: scfg.selection_samples]
-            enc = encode_samples(tok, samples, self.cfg.data.label_turns,
+            enc = encode_samples(tok, samples, split_label_turns(data.dataset_dir, "train", self.cfg.data.label_turns),
                                  self.tcfg.max_length or self.cfg.data.max_length)
             enc.sort(key=lambda e: len(e["input_ids"]))
             bs, dev = self.tcfg.eval_batch_size, dist.device
