@@ -113,3 +113,12 @@ def test_val_and_test_stay_reply_samples(splits, manifest):
     assert manifest["label_turns"] == {"train": "all", "val": "last", "test": "last"}
     for s in ("val", "test"):
         assert splits[s] and all(x["messages"][-1]["role"] == "assistant" and "turns" not in x for x in splits[s])
+
+
+def test_val_and_test_are_the_reply_modes_samples(session_dataset, tmp_path):
+    """Same validation and test samples in both modes: perplexities compare across train_samples."""
+    personagpt("data", "prepare", "--config", str(TINY), *TINY_OVERRIDES, f"data.max_length={MAX_LENGTH}",
+               "--out", str(tmp_path / "reply"))
+    for s in ("val", "test"):
+        assert read_split(tmp_path / "reply", s) == read_split(session_dataset, s)
+    assert read_split(tmp_path / "reply", "train") != read_split(session_dataset, "train")

@@ -187,12 +187,18 @@ def prepare(cfg: Config, out: str | Path, progress: bool = True) -> dict[str, An
     cands: dict[str, list[Candidate]] = {s: [] for s in SPLITS}
     session_cands: list[SessionCandidate] = []
     n_sessions = collections.Counter()
+    reply_keys: set[str] = set()
     for conv in tqdm(convs, desc="sessions", disable=not progress, unit="conv"):
         split = split_by_conv[conv.id]
         if sessions_mode and split == "train":
             sc = session_candidates(conv, persona, d.session_gap_seconds, d.merge_consecutive, d.system_prompt)
             session_cands.extend(sc)
             n_sessions[split] += len(sc)
+            # val/test drop samples equal to a train reply sample, as in reply mode, so they stay the same samples
+            # (untrimmed context: the duplicates are short exchanges)
+            reply_keys.update(sample_key(c.messages(len(c.context))) for c in candidates(
+                conv, persona, d.session_gap_seconds, d.merge_consecutive, d.max_context_turns, d.system_prompt,
+                d.min_answer_chars))
             continue
         cs = candidates(conv, persona, d.session_gap_seconds, d.merge_consecutive, d.max_context_turns,
                         d.system_prompt, d.min_answer_chars)
@@ -211,6 +217,7 @@ def prepare(cfg: Config, out: str | Path, progress: bool = True) -> dict[str, An
         if sessions_mode and split == "train":
             samples[split], lengths, n_label, window_counts = _session_split(tok, session_cands, d, seen, progress)
             duplicates += window_counts["duplicates"]
+            seen |= reply_keys
             label_turns[split] = "all"
             stats[split] = {"conversations": sum(1 for c in convs if split_by_conv[c.id] == split),
                             "sessions": n_sessions[split], "samples": len(samples[split]), "tokens": sum(lengths),
