@@ -18,7 +18,7 @@ import torch
 from distill.importance import importance_channels, narrowed
 from distill.layer_selection import MEASURED
 from distill.objective import DistillObjective
-from distill.student import build_student, student_config, student_layers
+from distill.student import build_student, calibration_batches, student_config, student_layers
 from personagpt.artifacts import read_manifest
 from personagpt.errors import ConfigError
 from personagpt.model_artifact import open_model_artifact
@@ -153,24 +153,18 @@ class DistillJob(TrainingJob):
         """``measure(teacher, batches) -> (choice, info)`` on rank 0, on the first ``selection_samples`` training
         samples; every rank gets rank 0's result (the same on a resume: same teacher, same samples)."""
         from personagpt.data.prepare import read_split, split_label_turns
-        from personagpt.evaluate import collate
-        from personagpt.training.batching import encode_samples
 
         result = [None]
         if dist.is_main:
             scfg, tok = self.tcfg.student, data.tokenizer
             samples = read_split(data.dataset_dir, "train")[: scfg.selection_samples]
-            enc = encode_samples(tok, samples, split_label_turns(data.dataset_dir, "train", self.cfg.data.label_turns),
-                                 self.tcfg.max_length or self.cfg.data.max_length)
-            enc.sort(key=lambda e: len(e["input_ids"]))
-            bs, dev = self.tcfg.eval_batch_size, dist.device
-            batches = []
-            for i in range(0, len(enc), bs):
-                b = collate(enc[i:i + bs], tok.pad_token_id)
-                batches.append((b["input_ids"].to(dev), b["attention_mask"].to(dev)))
-            choice, info = measure(teacher.to(dev), batches)
+            batches = calibration_batches(tok, samples,
+                                          split_label_turns(data.dataset_dir, "train", self.cfg.data.label_turns),
+                                          self.tcfg.max_length or self.cfg.data.max_length, self.tcfg.eval_batch_size,
+                                          dist.device)
+            choice, info = measure(teacher.to(dist.device), batches)
             teacher.to("cpu")
-            info["samples"] = len(enc)
+            info["samples"] = len(samples)
             result = [(choice, info)]
         if dist.world_size > 1:
             torch.distributed.broadcast_object_list(result, src=0)

@@ -131,3 +131,18 @@ def build_student(teacher: torch.nn.Module, scfg, seed: int = 0, layers: list[in
     else:
         info["random"] = len(student.state_dict())
     return student, info
+
+
+def calibration_batches(tokenizer, samples: list[dict], label_turns: str, max_length: int, batch_size: int,
+                        device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(input_ids, attention_mask)`` batches of ``samples`` (sorted by length: less padding) that the measured
+    layer and width selections run the teacher on."""
+    from personagpt.evaluate import collate
+    from personagpt.training.batching import encode_samples
+
+    enc = sorted(encode_samples(tokenizer, samples, label_turns, max_length), key=lambda e: len(e["input_ids"]))
+    batches = []
+    for i in range(0, len(enc), batch_size):
+        b = collate(enc[i:i + batch_size], tokenizer.pad_token_id)
+        batches.append((b["input_ids"].to(device), b["attention_mask"].to(device)))
+    return batches
