@@ -86,6 +86,7 @@ class _Accumulator:
         self.sq: torch.Tensor | None = None
 
     def add(self, act: torch.Tensor, mask: torch.Tensor) -> None:
+        act = act.float()  # bf16 activations (GPUs): sum in fp32
         m = mask.to(act.dtype).unsqueeze(-1)  # [B, S, 1]
         per_sample = (act.abs() * m).sum(1) / m.sum(1).clamp_min(1.0)  # [B, C]
         sq = per_sample.double().pow(2).sum(0)
