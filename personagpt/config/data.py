@@ -67,8 +67,16 @@ class DataConfig(Section):
     system_prompt: str | None = Field(None, description="system message prepended to every sample; always kept")
     label_turns: Literal["last", "all"] = Field(
         "last", description="train on the final persona reply of a sample, or on every persona turn in it")
+    train_samples: Literal["reply", "session"] = Field(
+        "reply", description="reply: one sample per persona reply with up to max_context_turns previous turns "
+                             "(label_turns); session: the train split as windows of whole sessions, exchanges "
+                             "packed up to max_length, split at turn boundaries, every persona turn labelled once "
+                             "(the context is encoded once, not once per reply; a persona turn that cannot fit "
+                             "max_length is counted and dropped). val/test stay reply samples so perplexities "
+                             "compare across modes")
     merge_consecutive: bool = Field(True, description="join consecutive messages of one speaker into one turn")
-    min_answer_chars: int = Field(1, ge=1)
+    min_answer_chars: int = Field(1, ge=1, description="reply samples: skip persona replies shorter than this "
+                                                       "(session windows label every persona turn)")
     val_fraction: float = Field(0.05, ge=0, lt=0.5)
     test_fraction: float = Field(0.05, ge=0, lt=0.5)
     split_seed: int = 0

@@ -1,4 +1,4 @@
-"""Sessions, persona selection, context windows, splits and de-duplication."""
+"""Sessions, persona selection, context windows, session exchanges, splits and de-duplication."""
 
 from __future__ import annotations
 
@@ -92,23 +92,78 @@ class Candidate:
         return sys_msg + ctx + [self.reply]
 
 
+def session_messages(session: list[Turn], persona: str) -> list[dict]:
+    """A session's turns as chat messages: the persona is the assistant, everyone else the user; free-text context
+    before a session's first (user) turn is prepended to it."""
+    msgs = []
+    for t_idx, t in enumerate(session):
+        role = "assistant" if t.speaker == persona else "user"
+        content = t.text
+        if t_idx == 0 and t.context and role == "user":
+            content = t.context + "\n" + content
+        msgs.append({"role": role, "content": content})
+    return msgs
+
+
 def candidates(conv: Conversation, persona: str, gap_seconds: float, merge_consecutive: bool,
                max_context_turns: int, system_prompt: str | None, min_answer_chars: int) -> list[Candidate]:
     out = []
     system = system_prompt if system_prompt is not None else conv.system
     for s_idx, session in enumerate(split_sessions(conv.turns, gap_seconds, merge_consecutive)):
-        msgs = []
-        for t_idx, t in enumerate(session):
-            role = "assistant" if t.speaker == persona else "user"
-            content = t.text
-            if t_idx == 0 and t.context and role == "user":
-                content = t.context + "\n" + content
-            msg = {"role": role, "content": content}
-            if role == "assistant" and any(m["role"] == "user" for m in msgs) and len(content) >= min_answer_chars:
-                ctx = msgs[-max_context_turns:] if max_context_turns else []
+        msgs = session_messages(session, persona)
+        for t_idx, msg in enumerate(msgs):
+            if msg["role"] == "assistant" and any(m["role"] == "user" for m in msgs[:t_idx]) \
+                    and len(msg["content"]) >= min_answer_chars:
+                ctx = msgs[max(0, t_idx - max_context_turns):t_idx] if max_context_turns else []
                 if any(m["role"] == "user" for m in ctx):
                     out.append(Candidate(conv.id, s_idx, t_idx, system, list(ctx), msg))
-            msgs.append(msg)
+    return out
+
+
+@dataclass
+class Exchange:
+    """The user turns of a session followed by the persona's turns that answer them (session turn indices)."""
+
+    turns: list[int]
+    messages: list[dict]
+
+    @property
+    def persona_turns(self) -> list[int]:
+        return [t for t, m in zip(self.turns, self.messages, strict=True) if m["role"] == "assistant"]
+
+
+@dataclass
+class SessionCandidate:
+    """A whole session as exchanges (before packing into windows of max_length)."""
+
+    conversation_id: str
+    session: int
+    system: str | None
+    exchanges: list[Exchange]
+
+
+def session_candidates(conv: Conversation, persona: str, gap_seconds: float, merge_consecutive: bool,
+                       system_prompt: str | None) -> list[SessionCandidate]:
+    """Every session of ``conv`` that has a persona turn after a user turn, cut into exchanges. Persona turns
+    before the session's first user turn answer nobody and are left out (as in reply samples); so are user turns
+    after the last persona turn."""
+    out = []
+    system = system_prompt if system_prompt is not None else conv.system
+    for s_idx, session in enumerate(split_sessions(conv.turns, gap_seconds, merge_consecutive)):
+        exchanges: list[Exchange] = []
+        cur: Exchange | None = None
+        for t_idx, msg in enumerate(session_messages(session, persona)):
+            if msg["role"] == "user":
+                if cur is None or cur.persona_turns:
+                    cur = Exchange([], [])
+                    exchanges.append(cur)
+            elif cur is None:
+                continue  # before the first user turn
+            cur.turns.append(t_idx)
+            cur.messages.append(msg)
+        exchanges = [e for e in exchanges if e.persona_turns]
+        if exchanges:
+            out.append(SessionCandidate(conv.id, s_idx, system, exchanges))
     return out
 
 
