@@ -17,7 +17,8 @@ class PipelineConfig(Section):
     ranks: int | None = Field(None, ge=1, description="DeepSpeed ranks for train and distill; default: every GPU, "
                                                       "or 2 on a CPU-only machine")
     quantize_method: Literal["auto", "gptq", "int8", "onnx"] = Field(
-        "auto", description="auto: gptq on GPUs, int8 W8A8 on CPUs (what vLLM serves there)")
+        "auto", description="auto: gptq on GPUs, int8 W8A8 on CPUs (what vLLM serves on every CPU; on AVX-512 CPUs "
+                            "it also serves gptq, but its served throughput is unmeasured: personagpt/hardware.py)")
     serve: list[Literal["train", "distill", "quantize", "promote"]] = Field(
         default_factory=lambda: ["promote"], description="stages whose models are served with vLLM and load "
                                                          "tested, one at a time (train: the teacher, distill: the "
