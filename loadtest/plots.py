@@ -1,4 +1,6 @@
-"""PNG plots of a load test (matplotlib, Agg): latency percentiles and throughput against load, and over time."""
+"""PNG plots of a load test (matplotlib, Agg): the latency distributions (TTFT / ITL / E2E CDFs per load level),
+latency percentiles and throughput against load (only with more than one level: one level is one point), and
+load over time."""
 
 from __future__ import annotations
 
@@ -115,9 +117,49 @@ def timeline(summary: dict[str, Any], records: list[dict], stages: list[dict], p
     return path
 
 
+def latency_cdf(summary: dict[str, Any], records: list[dict], path: Path) -> Path:
+    """Empirical CDFs of TTFT, ITL and E2E over the successful requests of each load level (its measured window,
+    as in the summary), p50/p95 marked, the SLO's p95 limit drawn when it is on the scale."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    levels = summary["levels"]
+    groups = []
+    for lv in levels:
+        w, t = lv.get("window_s"), summary.get("started_at", 0.0)
+        recs = metrics.window(records, t + w[0], t + w[1]) if w else records
+        label = f"{lv['offered_rate']} req/s" if summary["profile"] == "poisson" else f"{lv.get('users')} users"
+        groups.append((label if len(levels) > 1 else f"{label}, {len(recs)} requests",
+                       [r for r in recs if r.get("error") is None]))
+    for ax, key in zip(axes, ("ttft", "itl", "e2e"), strict=True):
+        for label, recs in groups:
+            v = np.sort([r[key] * 1000.0 for r in recs if r.get(key) is not None])
+            if len(v):
+                ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=label)
+        limit = summary["slo"]["thresholds"].get(f"{key}_p95_ms")
+        lo, hi = ax.get_xlim()
+        if limit is not None and limit <= 2 * hi:
+            ax.axvline(limit, color="red", lw=1, alpha=0.6, label="SLO p95 limit")
+        for q in (0.5, 0.95):
+            ax.axhline(q, color="grey", lw=0.6, ls=":")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(LABELS[key])
+        ax.set_xlabel("ms")
+        ax.set_ylabel("share of requests ≤ x")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{summary['model']} at {summary['host']}: latency distributions ({summary['profile']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_all(summary: dict[str, Any], records: list[dict], stages: list[dict], out: Path) -> list[str]:
     out = Path(out)
-    files = [latency_vs_load(summary, out / "latency_vs_load.png"),
-             throughput_vs_load(summary, out / "throughput_vs_load.png"),
-             timeline(summary, records, stages, out / "timeline.png")]
+    files = [latency_cdf(summary, records, out / "latency_cdf.png")]
+    if len(summary["levels"]) > 1:
+        files += [latency_vs_load(summary, out / "latency_vs_load.png"),
+                  throughput_vs_load(summary, out / "throughput_vs_load.png")]
+    files.append(timeline(summary, records, stages, out / "timeline.png"))
     return [p.name for p in files]

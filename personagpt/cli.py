@@ -1,6 +1,6 @@
 """The ``personagpt`` console script: ``data prepare`` (the data stage), ``data inspect`` (who speaks in a
 source), ``model fetch-smollm2`` / ``model init``, ``run`` (the whole pipeline, every stage through its own entry
-point) and ``config show``.
+point), ``promote`` (the quality gate), ``eval`` (persona fidelity of the models) and ``config show``.
 
 The other stages have their own entry points (``deepspeed train/run.py``, ``python serve/run.py`` ...). Every user
 error exits with code 2 and a message that names the file, row or key; a failed pipeline stage exits 1.
@@ -118,6 +118,24 @@ def _promote(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    import os
+
+    from personagpt.config import load_config
+    from personagpt.eval.run import evaluate
+
+    if args.config is None:
+        raise PersonaGPTError("personagpt eval needs --config (configs/tiny.yaml, configs/smollm2-persona.yaml)")
+    cfg = load_config(args.config, args.overrides)
+    names = [s.strip() for s in args.models.split(",") if s.strip()] if args.models else cfg.eval.models
+    from personagpt.eval.generate import Decoding
+
+    decodings = [Decoding.parse(d) for d in args.decoding] if args.decoding else None
+    evaluate(cfg, names, args.split or cfg.eval.split, url=args.url, decodings=decodings,
+             api_key=os.environ.get(cfg.serve.api_key_env) or None, run_dir=args.run_dir)
+    return 0
+
+
 def _config_show(args) -> int:
     import yaml
 
@@ -167,6 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--run-dir", type=Path, default=None, help="the run folder (default runs/NAME)")
     p.set_defaults(func=_promote)
+
+    p = sub.add_parser("eval", help="persona fidelity of models (hits@1, authorship share, style, ppl) on the "
+                                    "held-out split -> runs/NAME/eval")
+    add_config_args(p)
+    p.add_argument("--models", default=None, help="comma-separated: base,teacher,student,quantized or model folders "
+                                                  "(default: eval.models)")
+    p.add_argument("--split", choices=("val", "test"), default=None, help="default: eval.split")
+    p.add_argument("--url", default=None, help="an OpenAI-compatible endpoint to evaluate instead (generated "
+                                               "replies only; --models gives its label)")
+    p.add_argument("--decoding", action="append", default=None, metavar="SPEC",
+                   help="compare decodings instead of greedy + eval.sampling: greedy or T=0.7,top_p=0.9,rep=1.1 "
+                        "(repeatable; the last one is the table's sampled column)")
+    p.add_argument("--run-dir", type=Path, default=None, help="the run folder (default runs/NAME)")
+    p.set_defaults(func=_eval)
 
     config = sub.add_parser("config", help="configs").add_subparsers(dest="cmd", required=True)
     p = config.add_parser("show", help="print the validated config with overrides applied")

@@ -42,9 +42,16 @@ def weight_bytes(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and p.name.endswith(exts))
 
 
+# The sampling defaults every model artifact's generation_config.json carries (what vLLM, chat clients and the
+# report's answers use when a request does not say). Chosen with `personagpt eval --decoding ...` on the demo
+# teacher: greedy loops ("I am not sure." eight times), this keeps the persona's authorship share and length
+# distribution and no reply loops (README "Decoding defaults" has the comparison).
+DECODING_DEFAULTS: dict[str, Any] = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1}
+
+
 def save_model_folder(model, tokenizer, out: str | Path, max_new_tokens: int = 128) -> dict[str, Any]:
     """Save model (safetensors), tokenizer with its chat template, and a generation config whose EOS ids end a
-    turn. Returns the manifest's ``model`` block."""
+    turn and whose sampling defaults are :data:`DECODING_DEFAULTS`. Returns the manifest's ``model`` block."""
     from transformers import GenerationConfig
 
     out = Path(out)
@@ -52,7 +59,7 @@ def save_model_folder(model, tokenizer, out: str | Path, max_new_tokens: int = 1
     tokenizer.save_pretrained(out)
     eos = eos_token_ids(tokenizer)
     gen = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                           max_new_tokens=max_new_tokens, do_sample=False)
+                           max_new_tokens=max_new_tokens, **DECODING_DEFAULTS)
     gen.save_pretrained(out)
     return model_block(model, out)
 

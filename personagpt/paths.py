@@ -15,7 +15,8 @@ working directory, NAME being the config's ``name``:
       quantized-teacher-METHOD/  the quantized teacher, made when the student fails the quality gate
       promotion/                 the quality gate's decision (done.json)      (personagpt promote)
       promoted -> quantized-...  the model to serve: a symlink to the artifact the gate chose
-      eval/                      persona evaluation: MODEL.json per model, eval.md, plots
+      eval/                      persona evaluation (personagpt eval): MODEL.json per model, reference.json,
+                                 eval.md, models.png, done.json
       loadtest/MODEL/PROFILE/    one load test of the served MODEL (loadtest.out)
       chat/                      saved chat transcripts
       bench/STAGE/               a stage benchmark's results (STAGE/bench.py)

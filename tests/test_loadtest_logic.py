@@ -211,3 +211,25 @@ def test_prompts_from_held_out_split(tiny_dataset):
     assert stats["input_tokens_max"] <= 96 and len({p["id"] for p in prompts}) == 64
     again, _ = build_prompts(tiny_dataset, "test", None, 64, 8, 96, seed=0)
     assert again == prompts  # deterministic for a seed
+
+
+def _plot_summary(recs, levels):
+    return {"profile": "fixed" if len(levels) == 1 else "sweep", "model": "m", "host": "h", "started_at": 0.0,
+            "ended_at": max(r["t1"] for r in recs), "slo": {"thresholds": SLO, "saturation": None},
+            "levels": [{"users": u, "window_s": w, **metrics.summarize(metrics.window(recs, *w), SLO, *w)}
+                       for u, w in levels]}
+
+
+def test_one_level_draws_latency_distributions_not_a_one_point_chart(tmp_path):
+    from loadtest import plots
+
+    rng = np.random.default_rng(0)
+    recs = records(120, list(rng.uniform(0.01, 0.2, 120)), list(rng.uniform(0.3, 0.9, 120)), [0.004, 0.008])
+    one = _plot_summary(recs, [(4, [0.0, 30.0])])
+    assert plots.write_all(one, recs, [{"start": 0.0, "end": 30.0, "users": 4}], tmp_path) == [
+        "latency_cdf.png", "timeline.png"]
+    assert (tmp_path / "latency_cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    two = _plot_summary(recs, [(1, [0.0, 6.0]), (2, [6.0, 13.0])])
+    assert plots.write_all(two, recs, [{"start": 0.0, "end": 6.0, "users": 1}, {"start": 6.0, "end": 13.0,
+                                                                                 "users": 2}], tmp_path) == [
+        "latency_cdf.png", "latency_vs_load.png", "throughput_vs_load.png", "timeline.png"]

@@ -59,7 +59,7 @@ def test_sweep_stops_at_saturation(baseline_server, tiny_dataset, tmp_path):
     sat = s["slo"]["saturation"]
     assert sat["stopped_after_users"] == 2 and sat["stop_reason"].startswith("saturated")
     assert s["slo"]["max_users_meeting_slo"] == 2 and s["slo"]["passed"]
-    assert {"latency_vs_load.png", "throughput_vs_load.png", "timeline.png"} <= set(s["plots"])
+    assert {"latency_cdf.png", "latency_vs_load.png", "throughput_vs_load.png", "timeline.png"} <= set(s["plots"])
 
 
 def test_distributed_master_and_workers(baseline_server, tiny_dataset, tmp_path):

@@ -15,7 +15,7 @@ from personagpt.artifacts import read_manifest
 def test_end_to_end_artifacts_and_report(pipeline_run):
     _, run_dir, proc = pipeline_run
     st = state(run_dir)
-    assert [s for s in st] == ["data", "train", "distill", "quantize", "promote", "loadtest"]
+    assert [s for s in st] == ["data", "train", "distill", "quantize", "promote", "eval", "loadtest"]
     assert all(v["status"] == "done" for v in st.values())
     teacher, student, quant = (read_manifest(run_dir / n) for n in ("teacher", "student", "quantized-int8"))
     assert teacher["world_size"] == 2 and student["world_size"] == 2  # the DeepSpeed launcher with 2 ranks
@@ -47,9 +47,21 @@ def test_end_to_end_artifacts_and_report(pipeline_run):
     for must in ("| teacher |", "| student |", "| quantized (int8)", "the real persona", "student (HF generate)",
                  f"quantized {who} (vLLM)", "![", "## Stages", "(served) |"):
         assert must in report, must
+    # the eval stage's table: one row per model of eval.models, and the real persona's (the ceiling)
+    lines = report.splitlines()
+    start = lines.index("## Persona fidelity (eval)")
+    rows = [ln for ln in lines[start + 2:] if ln.startswith("| ")][2:]
+    rows = rows[:next(i for i, ln in enumerate(rows) if ln.startswith("| *real persona*")) + 1]
+    assert [r.split(" | ")[0] for r in rows] == ["| teacher", "| student", "| quantized", "| *real persona*"], rows
+    assert all("[" in r.split(" | ")[2] for r in rows[:3])  # hits@1 with its interval
+    ev = json.loads((run_dir / "eval" / "quantized.json").read_text())
+    assert ev["path"] == str(run_dir / "quantized-int8") and ev["hits_at_1"]["n"] == 10
+    assert (run_dir / "eval" / "models.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plots = [ln for ln in report.splitlines() if ln.startswith("![")]
     assert any("train/loss_curve.png" in ln for ln in plots) and any("loadtest/" in ln for ln in plots)
-    assert all(ln.split("](")[1].split("/")[0] in ("train", "distill", "quantized-int8", "loadtest") for ln in plots)
+    assert any("eval/models.png" in ln for ln in plots) and any("latency_cdf.png" in ln for ln in plots)
+    assert all(ln.split("](")[1].split("/")[0] in ("train", "distill", "quantized-int8", "eval", "loadtest")
+               for ln in plots)
     head = report.split("## Models")[0]
     assert ("Served: the quantized student" if who == "student" else "Quality gate failed") in head
     row = next(line for line in report.splitlines() if "(served) |" in line)
@@ -63,7 +75,7 @@ def test_rerun_skips_completed_stages(pipeline_run):
     before = {k: v["output_hash"] for k, v in state(run_dir).items()}
     proc = run(cwd, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("skipped (up to date)") == 6, proc.stdout
+    assert proc.stdout.count("skipped (up to date)") == 7, proc.stdout
     assert {k: v["output_hash"] for k, v in state(run_dir).items()} == before
 
 
@@ -77,7 +89,7 @@ def test_changed_key_reruns_that_stage_and_downstream(pipeline_run):
     for s in ("data", "train", "distill"):
         assert after[s] == before[s], s
     assert after["quantize"]["fingerprint"] != before["quantize"]["fingerprint"]
-    assert "[4/6] quantize  done" in proc.stdout
+    assert "[4/7] quantize  done" in proc.stdout
     # downstream: the load test's input changed, so it is stale now
     from personagpt.config import load_config
     from personagpt.paths import RunLayout
@@ -100,7 +112,7 @@ def test_failing_stage_stops_and_keeps_earlier_artifacts(pipeline_run):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "quantize" in out and "group_size" in out  # the stage's own error, with its log tail
-    assert "[6/6]" not in proc.stdout  # stopped: the load test did not run
+    assert "[7/7]" not in proc.stdout  # stopped: the load test did not run
     assert state(run_dir)["quantize"]["status"] == "failed"
     for n, h in hashes.items():
         assert read_manifest(run_dir / n)["content_hash"] == h, n

@@ -31,8 +31,10 @@ def stale(base_overrides, new_overrides, new_hashes=None):
     ("train.lr=0.01", ["train"]),
     ("distill.alpha=0.9", ["distill"]),
     ("quantize.n_calibration=48", ["quantize", "promote"]),   # the teacher is quantized the same way
-    ("pipeline.quantize_method=onnx", ["quantize", "promote"]),
+    ("pipeline.quantize_method=onnx", ["quantize", "promote", "eval"]),   # eval's "quantized" is quantized-METHOD
     ("pipeline.min_quality_retained=0.5", ["promote"]),
+    ("eval.candidates=12", ["eval"]),
+    ("model.path=/models/x", ["data", "train", "eval"]),     # eval's "base" is the model source
     ("loadtest.users=3", ["loadtest"]),
     ("serve.max_num_seqs=8", ["loadtest"]),
     ("pipeline.serve=[distill,quantize]", ["loadtest"]),
@@ -42,11 +44,15 @@ def test_a_changed_key_reruns_its_stages(key, own):
 
 
 def test_a_new_artifact_reruns_everything_downstream():
-    assert stale([], [], {"train": "new"}) == ["distill", "promote", "loadtest"]
-    assert stale([], [], {"distill": "new"}) == ["quantize", "promote", "loadtest"]
-    assert stale([], [], {"quantize": "new"}) == ["promote", "loadtest"]
+    assert stale([], [], {"train": "new"}) == ["distill", "promote", "eval", "loadtest"]
+    assert stale([], [], {"distill": "new"}) == ["quantize", "promote", "eval", "loadtest"]
+    assert stale([], [], {"quantize": "new"}) == ["promote", "eval", "loadtest"]
     assert stale([], [], {"promote": "new"}) == ["loadtest"]
-    assert stale([], [], {"data": "new"}) == ["train", "distill", "quantize", "promote", "loadtest"]
+    assert stale([], [], {"data": "new"}) == ["train", "distill", "quantize", "promote", "eval", "loadtest"]
+
+
+def test_eval_runs_after_the_gate_and_before_the_load_test():
+    assert NAMES == ["data", "train", "distill", "quantize", "promote", "eval", "loadtest"]
 
 
 def test_unchanged_is_stable():

@@ -9,6 +9,7 @@ from pydantic import Field, PrivateAttr
 from personagpt.config.base import Section
 from personagpt.config.data import DataConfig
 from personagpt.config.distill import DistillConfig
+from personagpt.config.eval import EvalConfig
 from personagpt.config.loadtest import LoadtestConfig
 from personagpt.config.model import ModelConfig
 from personagpt.config.pipeline import PipelineConfig
@@ -26,6 +27,7 @@ class Config(Section):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     loadtest: LoadtestConfig = Field(default_factory=LoadtestConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 

@@ -25,13 +25,14 @@ def held_out_questions(dataset: Path, n: int) -> list[dict]:
 
 
 def ask(server: Server, questions: list[dict], max_tokens: int) -> list[str]:
-    """Each question as one chat completion with the artifact's own decoding defaults, EOS honoured."""
+    """Each question as one chat completion with the artifact's own decoding defaults (vLLM reads them from its
+    generation_config.json), a fixed seed per question, EOS honoured."""
     import requests
 
     answers = []
     for q in questions:
         r = requests.post(f"{server.url}/v1/chat/completions", headers=server.headers, timeout=300, json={
-            "model": server.model, "messages": q["messages"], "max_tokens": max_tokens, "temperature": 0})
+            "model": server.model, "messages": q["messages"], "max_tokens": max_tokens, "seed": len(answers)})
         r.raise_for_status()
         answers.append(r.json()["choices"][0]["message"]["content"])
     return answers

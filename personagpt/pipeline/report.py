@@ -1,5 +1,5 @@
-"""``runs/NAME/report.md``: one table for teacher, student and quantized model, sample persona answers to the same
-held-out questions, and every stage's plots."""
+"""``runs/NAME/report.md``: one table for teacher, student and quantized model, the eval stage's persona-fidelity
+table, sample persona answers to the same held-out questions, and every stage's plots."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from personagpt.artifacts import read_manifest
 from personagpt.errors import ArtifactError
+from personagpt.eval.report import summary_table
 from personagpt.paths import RunLayout
 from personagpt.pipeline.context import Ctx
 from personagpt.pipeline.loadtest_stage import held_out_questions
@@ -126,6 +127,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def hf_answers(model_dir: Path, questions: list[dict], max_tokens: int) -> list[str] | None:
+    """Each question answered with the artifact's own decoding defaults (its generation_config.json), seeded."""
     import torch
 
     from personagpt.models import load_model
@@ -134,10 +136,11 @@ def hf_answers(model_dir: Path, questions: list[dict], max_tokens: int) -> list[
         return None
     model, tok = load_model(model_dir)
     out = []
-    for q in questions:
+    for i, q in enumerate(questions):
         enc = tok.apply_chat_template(q["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        torch.manual_seed(i)
         with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False)
+            gen = model.generate(**enc, max_new_tokens=max_tokens)
         out.append(tok.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip())
     return out
 
@@ -171,6 +174,16 @@ def write_report(ctx: Ctx, timings: dict[str, dict] | None = None) -> Path:
               "(teacher vs student on the distill stage's samples, student vs quantized on the quantize stage's). "
               "Served figures: Locust against vLLM's OpenAI server, streaming, at the load in the loadtest section.",
               ""]
+    eval_table = summary_table(layout.eval)
+    if eval_table:
+        lines += ["## Persona fidelity (eval)", "", eval_table, "",
+                  "Does it answer like the persona? hits@1: how often the model's log-likelihood puts the "
+                  "persona's real reply above N-1 distractors (other speakers' replies / the persona's replies to "
+                  "other contexts); authorship: share of the model's generated replies a character n-gram "
+                  "classifier attributes to the persona (the real persona's own share is the ceiling); loops: "
+                  "replies repeating one n-gram 3+ times. Values with 95% bootstrap intervals; style statistics "
+                  "and settings in "
+                  f"[eval/eval.md]({os.path.relpath(layout.eval / 'eval.md', run_dir)}).", ""]
     if timings:
         lines += ["## Stages", "", "| stage | status | seconds |", "|---|---|---|"]
         lines += [f"| {k} | {v['status']} | {v['seconds']:.1f} |" for k, v in timings.items()] + [""]
@@ -187,7 +200,7 @@ def write_report(ctx: Ctx, timings: dict[str, dict] | None = None) -> Path:
         lines.append("")
     # every stage's plots, from the pipeline's own folders (artifacts keep copies under training/; benchmarks or
     # experiments a user ran into other folders of the run are not this run's stages)
-    stage_dirs = (layout.work("train"), layout.work("distill"), quantized, layout.loadtest_root)
+    stage_dirs = (layout.work("train"), layout.work("distill"), quantized, layout.eval, layout.loadtest_root)
     plots = sorted(p for d in stage_dirs for p in d.rglob("*.png")
                    if not {"checkpoints", "training"} & set(p.relative_to(run_dir).parts))
     if plots:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from personagpt.network import free_port
 from personagpt.paths import ROOT
 from personagpt.pipeline.context import PY, Ctx, quantize_method
+from personagpt.pipeline.eval_stage import EvalStage
 from personagpt.pipeline.loadtest_stage import LoadtestStage
 from personagpt.pipeline.promote_stage import PromoteStage
 from personagpt.pipeline.stage import CommandStage, Stage
@@ -51,4 +52,4 @@ QUANTIZE = CommandStage("quantize", lambda ctx: ctx.quantized, ("quantize", "dat
 PROMOTE = PromoteStage()
 # what pipeline.serve may name
 MODEL_STAGES: dict[str, Stage] = {s.name: s for s in (TRAIN, DISTILL, QUANTIZE, PROMOTE)}
-STAGES: list[Stage] = [DATA, TRAIN, DISTILL, QUANTIZE, PROMOTE, LoadtestStage(MODEL_STAGES)]
+STAGES: list[Stage] = [DATA, TRAIN, DISTILL, QUANTIZE, PROMOTE, EvalStage(), LoadtestStage(MODEL_STAGES)]
