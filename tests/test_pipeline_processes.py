@@ -41,6 +41,7 @@ def test_supervisor_stops_its_whole_group_on_sigterm(tmp_path):
     sup = subprocess.Popen(supervisor("--grace", "2", "--", sys.executable, "-c", STUBBORN), stdout=log,
                            stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
     assert wait_for(lambda: len(group_members(sup.pid)) == 3)  # supervisor, command, grandchild
+    assert wait_for(lambda: "child up" in (tmp_path / "log").read_text())  # it ignores SIGTERM from now on
     t0 = time.monotonic()
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(timeout=20) == 128 + signal.SIGTERM
