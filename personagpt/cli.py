@@ -1,5 +1,6 @@
 """The ``personagpt`` console script: ``data prepare`` (the data stage), ``model fetch-smollm2`` / ``model init``,
-``run`` (the whole pipeline, every stage through its own entry point) and ``config show``.
+``run`` (the whole pipeline, every stage through its own entry point), ``chat`` (talk to a served model) and
+``config show``.
 
 The other stages have their own entry points (``deepspeed train/run.py``, ``python serve/run.py`` ...). Every user
 error exits with code 2 and a message that names the file, row or key; a failed pipeline stage exits 1.
@@ -71,6 +72,12 @@ def _run_pipeline(args) -> int:
     return 0
 
 
+def _chat(args) -> int:
+    from personagpt.chat.app import run
+
+    return run(args)
+
+
 def _config_show(args) -> int:
     import yaml
 
@@ -107,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun every selected stage even when up to date")
     p.add_argument("--stages", default=None, help="comma-separated subset, e.g. data,train")
     p.set_defaults(func=_run_pipeline)
+
+    p = sub.add_parser("chat", help="talk to a served model: terminal, or the browser with --web")
+    add_config_args(p)
+    from personagpt.chat.app import add_args as add_chat_args
+
+    add_chat_args(p)
+    p.set_defaults(func=_chat)
 
     config = sub.add_parser("config", help="configs").add_subparsers(dest="cmd", required=True)
     p = config.add_parser("show", help="print the validated config with overrides applied")
