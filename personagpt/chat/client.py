@@ -66,8 +66,7 @@ class ChatClient:
         if isinstance(e, openai.APIConnectionError):
             return ChatError(f"server unreachable at {self.url} ({_one_line(e.__cause__ or e, 120)})")
         if isinstance(e, (httpx.HTTPError, openai.APIError)):
-            return ChatError(f"the connection to {self.url} dropped mid-reply ({type(e).__name__}: "
-                             f"{_one_line(e, 120)})")
+            return ChatError(f"the request to {self.url} failed ({type(e).__name__}: {_one_line(e, 120)})")
         return ChatError(f"{type(e).__name__}: {_one_line(e)}")
 
     def info(self, model: str | None = None) -> ServerInfo:
@@ -110,12 +109,19 @@ class ChatClient:
         try:
             stream = self.openai.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
                                                          stream=True, **extra)
+        except (openai.OpenAIError, httpx.HTTPError) as e:
+            raise self.explain(e) from None
+        try:  # the server accepted the request: from here on a failure means the stream was cut off
             with stream:
                 for chunk in stream:
                     for choice in chunk.choices:
                         if choice.delta and choice.delta.content:
                             yield choice.delta.content
-        except (openai.OpenAIError, httpx.HTTPError) as e:
+        except (openai.APIConnectionError, httpx.HTTPError) as e:
+            cause = e.__cause__ if isinstance(e, openai.APIConnectionError) and e.__cause__ else e
+            raise ChatError(f"the connection to {self.url} dropped mid-reply ({_one_line(cause, 120)}); the "
+                            "partial reply is not kept: /retry once the server is back") from None
+        except openai.OpenAIError as e:
             raise self.explain(e) from None
 
     def close(self) -> None:

@@ -77,7 +77,8 @@ def build_page(new_session: Callable[[], Session]) -> Callable[[], None]:
                 system_box = ui.textarea("System prompt", value=session.history.system or "").classes("w-full")
                 temperature = ui.number("Temperature (empty: server default)", value=session.settings.temperature,
                                         min=0, max=2, step=0.1).classes("w-full")
-                max_tokens = ui.number("Max tokens", value=session.max_tokens, min=1, step=1).classes("w-full")
+                max_tokens = ui.number("Max tokens", value=session.max_tokens, min=1, step=1) \
+                    .classes("w-full chat-max-tokens")
                 policy_label = ui.label(session.policy()).classes("text-xs text-grey-7 chat-policy")
                 with ui.row():
                     ui.button("New chat", on_click=lambda: act(session.new)).props("flat")
