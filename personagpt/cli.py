@@ -1,6 +1,7 @@
 """The ``personagpt`` console script: ``data prepare`` (the data stage), ``data inspect`` (who speaks in a
 source), ``model fetch-smollm2`` / ``model init``, ``run`` (the whole pipeline, every stage through its own entry
-point), ``promote`` (the quality gate), ``eval`` (persona fidelity of the models) and ``config show``.
+point), ``promote`` (the quality gate), ``eval`` (persona fidelity of the models), ``chat`` (talk to a served model)
+and ``config show``.
 
 The other stages have their own entry points (``deepspeed train/run.py``, ``python serve/run.py`` ...). Every user
 error exits with code 2 and a message that names the file, row or key; a failed pipeline stage exits 1.
@@ -136,6 +137,12 @@ def _eval(args) -> int:
     return 0
 
 
+def _chat(args) -> int:
+    from personagpt.chat.app import run
+
+    return run(args)
+
+
 def _config_show(args) -> int:
     import yaml
 
@@ -199,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable; the last one is the table's sampled column)")
     p.add_argument("--run-dir", type=Path, default=None, help="the run folder (default runs/NAME)")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("chat", help="talk to a served model: terminal, or the browser with --web")
+    add_config_args(p)
+    from personagpt.chat.app import add_args as add_chat_args
+
+    add_chat_args(p)
+    p.set_defaults(func=_chat)
 
     config = sub.add_parser("config", help="configs").add_subparsers(dest="cmd", required=True)
     p = config.add_parser("show", help="print the validated config with overrides applied")

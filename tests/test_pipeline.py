@@ -67,6 +67,8 @@ def test_end_to_end_artifacts_and_report(pipeline_run):
     row = next(line for line in report.splitlines() if "(served) |" in line)
     assert row.count("—") == 0, row  # every column measured for the served model
     assert "report:" in proc.stdout
+    # the one command that opens a chat with the model it served (make demo prints it)
+    assert f"chat with the served model: personagpt chat --artifact runs/tiny/promoted --config {TINY}" in proc.stdout
 
 
 @pytest.mark.slow
