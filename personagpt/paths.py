@@ -12,6 +12,9 @@ working directory, NAME being the config's ``name``:
       distill/                   the distill stage's work folder        (distill.work_dir)
       student/                   student model artifact                 (distill.output_dir)
       quantized-METHOD/          quantized model artifact, METHOD = gptq | int8 | onnx (quantize.output_dir)
+      quantized-teacher-METHOD/  the quantized teacher, made when the student fails the quality gate
+      promotion/                 the quality gate's decision (done.json)      (personagpt promote)
+      promoted -> quantized-...  the model to serve: a symlink to the artifact the gate chose
       eval/                      persona evaluation (personagpt eval): MODEL.json per model, reference.json,
                                  eval.md, models.png, done.json
       loadtest/MODEL/PROFILE/    one load test of the served MODEL (loadtest.out)
@@ -74,6 +77,18 @@ class RunLayout:
 
     def quantized(self, method: str) -> Path:
         return self.root / f"quantized-{method}"
+
+    def quantized_teacher(self, method: str) -> Path:
+        return self.root / f"quantized-teacher-{method}"
+
+    @property
+    def promoted(self) -> Path:
+        """The model to serve: a symlink to the artifact the quality gate chose (personagpt/promotion.py)."""
+        return self.root / "promoted"
+
+    @property
+    def promotion(self) -> Path:
+        return self.root / "promotion"
 
     # work and result folders
     def work(self, stage: str) -> Path:

@@ -2,20 +2,51 @@
 stop a whole group gracefully (SIGTERM to the leader, then to the group, SIGKILL at the timeout).
 
 Every long-running child the project starts (the vLLM/baseline server, a pipeline stage) gets its own group, so
-that one signal reaches all of its processes and nothing is left behind. Linux and other POSIX systems."""
+that one signal reaches all of its processes and nothing is left behind. A child started with
+``die_with_parent=True`` also gets SIGTERM from the kernel when the process that started it dies, even by SIGKILL
+(Linux ``PR_SET_PDEATHSIG``; elsewhere that guarantee is absent). Linux and other POSIX systems."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+PR_SET_PDEATHSIG = 1
 
-def start(argv: list[str], env: dict[str, str], log_file: Path | None, cwd: str | Path | None = None
-          ) -> subprocess.Popen:
-    """Start ``argv`` as the leader of a new session/process group, output appended to ``log_file``."""
+
+def _prctl_pdeathsig(sig: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
+
+
+def die_with_parent(sig: int = signal.SIGTERM):
+    """A ``preexec_fn`` that asks the kernel to send ``sig`` to the child when its parent dies (Linux; None
+    elsewhere). For commands that cannot arm it themselves (the vLLM server); it survives exec."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return lambda: _prctl_pdeathsig(sig)
+
+
+def arm_parent_death_signal(expected_parent: int, sig: int = signal.SIGTERM) -> bool:
+    """In a process of our own (the stage supervisor, serve/run.py in the foreground): get ``sig`` from the kernel
+    when the parent dies. Returns False when the parent is already gone (it died before the call): the caller
+    should then stop at once. Without PR_SET_PDEATHSIG (not Linux) it only checks the parent."""
+    _prctl_pdeathsig(sig)
+    return os.getppid() == expected_parent
+
+
+def start(argv: list[str], env: dict[str, str], log_file: Path | None, cwd: str | Path | None = None,
+          die_with_parent_too: bool = False) -> subprocess.Popen:
+    """Start ``argv`` as the leader of a new session/process group, output appended to ``log_file``;
+    ``die_with_parent_too``: the kernel sends it SIGTERM when this process dies (see :func:`die_with_parent`)."""
     full_env = {**os.environ, **env}
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -24,7 +55,8 @@ def start(argv: list[str], env: dict[str, str], log_file: Path | None, cwd: str 
         out = None
     try:
         return subprocess.Popen(argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT if out is not None else None, start_new_session=True)
+                                stderr=subprocess.STDOUT if out is not None else None, start_new_session=True,
+                                preexec_fn=die_with_parent() if die_with_parent_too else None)
     finally:
         if out is not None:
             out.close()

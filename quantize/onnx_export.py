@@ -100,15 +100,18 @@ def export_onnx(model, path: Path, opset: int) -> dict[str, Any]:
             "head_dim": head_dim}
 
 
-def quantize_onnx_weights(src: Path, dst: Path, o) -> dict[str, Any]:
+def quantize_onnx_weights(src: Path, dst: Path, o, lm_head: bool = True, embedding: bool = True) -> dict[str, Any]:
     """ONNX Runtime quantization of the fp32 graph ``src`` into ``dst`` per ``o`` (``quantize.onnx``).
 
     blockwise (default): every Linear's MatMul becomes MatMulNBits — ``o.bits`` weights with one scale per
     ``o.block_size`` inputs; with accuracy_level 4 its input is rounded to int8 per block at run time (int8 dot
-    products, the fast path on CPUs). The embedding Gather, attention and rotary MatMuls stay float.
+    products, the fast path on CPUs). ``lm_head``: the output projection too; ``embedding``: the embedding Gather
+    becomes GatherBlockQuantized, sharing a tied head's quantized table (quantize/onnx_head.py). Attention and
+    rotary MatMuls stay float.
     dynamic: quantize_dynamic's MatMulInteger with int8 weights and one uint8 scale per activation tensor, computed
     at run time. Fine for small models; on SmolLM2 it fails twice: uint8×int8 products saturate on x86 CPUs without
-    VNNI (ppl 55 -> 5e7; ``reduce_range`` avoids it) and one activation scale per tensor still costs +50%."""
+    VNNI (ppl 55 -> 5e7; ``reduce_range`` avoids it) and one activation scale per tensor still costs +50%. It
+    leaves the embedding in float."""
     big = (src.parent / EXTERNAL_DATA).is_file() or os.path.getsize(src) > PROTOBUF_LIMIT
     lib = f"onnxruntime {version_onnxruntime()}"
     if o.scheme == "dynamic":
@@ -119,29 +122,45 @@ def quantize_onnx_weights(src: Path, dst: Path, o) -> dict[str, Any]:
         return {"scheme": "dynamic", "bits": 8, "weight_dtype": "int8", "library": lib,
                 "weights": f"int8, symmetric, {'per output channel' if o.per_channel else 'per tensor'}"
                            f"{' (7-bit range)' if o.reduce_range else ''}",
-                "activations": "uint8, one scale per tensor, computed at run time (dynamic)"}
+                "activations": "uint8, one scale per tensor, computed at run time (dynamic)",
+                "lm_head": True, "embedding": False}
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    from quantize.onnx_head import find_parts, quantize_gather, untie_head_weight
+
     model = onnx.load(str(src))
+    parts = find_parts(model)
+    if parts.head is None and lm_head:
+        raise RuntimeError("no LM head MatMul found in the exported graph (quantize.lm_head=false skips it)")
+    if parts.tied and lm_head:
+        untie_head_weight(model, parts)
     # Only the Linear layers: MatMuls whose weight is a 2-D initializer (not rotary or attention products)
     weights = {t.name for t in model.graph.initializer if len(t.dims) == 2}
-    linear = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
-    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
+    linear = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights
+              and (lm_head or parts.head is None or n.name != parts.head.name)]
+    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in linear]
     quantizer = MatMulNBitsQuantizer(model, bits=o.bits, block_size=o.block_size, is_symmetric=True,
                                      accuracy_level=o.accuracy_level, nodes_to_exclude=others,
                                      op_types_to_quantize=("MatMul",))
     quantizer.process()
-    done = sum(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node)
+    graph = quantizer.model.model
+    done = sum(n.op_type == "MatMulNBits" for n in graph.graph.node)
     if done != len(linear):
         raise RuntimeError(f"MatMulNBits replaced {done} of {len(linear)} linear MatMuls")
+    stored = None
+    if embedding:
+        head_q = next((n for n in graph.graph.node if lm_head and n.output[0] == parts.head.output[0]), None)
+        stored = quantize_gather(graph, parts, o.bits, o.block_size, head_q if parts.tied else None)
+        quantizer.model.clean_initializers()
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=big)
     acts = {4: "int8, one scale per block, computed at run time", 3: "bfloat16", 2: "float16"}.get(
         o.accuracy_level, "float32")
     return {"scheme": "blockwise", "bits": o.bits, "weight_dtype": f"int{o.bits}", "library": lib,
             "weights": f"int{o.bits}, symmetric, one scale per {o.block_size} inputs (MatMulNBits)",
             "activations": acts, "accuracy_level": o.accuracy_level, "block_size": o.block_size,
-            "quantized_matmuls": done}
+            "quantized_matmuls": done, "lm_head": lm_head, "embedding": embedding, "tied_embedding": parts.tied,
+            "embedding_storage": stored or "float32 (Gather)"}
 
 
 def onnx_weight_bytes(folder: Path) -> int:

@@ -83,7 +83,8 @@ def quantize_onnx(model_dir: Path, tokenizer, q, out: Path, samples: Sequence[di
     block: dict[str, Any] = {"method": "onnx", "format": "onnx", "file": ONNX_FILE, **info}
     if q.onnx.quantize:
         log(f"ONNX Runtime quantization ({q.onnx.scheme})")
-        block.update(quantize_onnx_weights(fp32_dir / ONNX_FILE, out / ONNX_FILE, q.onnx))
+        block.update(quantize_onnx_weights(fp32_dir / ONNX_FILE, out / ONNX_FILE, q.onnx,
+                                           lm_head=q.lm_head is not False, embedding=q.embedding is not False))
         if q.onnx.keep_fp32:
             block["fp32_file"] = f"{FP32_DIR}/{ONNX_FILE}"
         else:

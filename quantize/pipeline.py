@@ -44,7 +44,9 @@ def describe(block: dict) -> str:
     if block.get("scheme") == "dynamic":
         return "onnx int8 (ORT dynamic, per-tensor activations)"
     acts = " + int8 activations" if block.get("accuracy_level") == 4 else ""
-    return f"onnx int{block['bits']} g{block['block_size']}{acts} (ORT MatMulNBits)"
+    parts = [p for p, on in (("head", block.get("lm_head")), ("embedding", block.get("embedding"))) if on]
+    whole = f", {' + '.join(parts)}" if parts else ", linears only"
+    return f"onnx int{block['bits']} g{block['block_size']}{acts}{whole} (ORT MatMulNBits)"
 
 
 def load_eval(inp: Inputs, q, tokenizer) -> tuple[list[dict], list[dict]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from personagpt.config.serve import ServeConfig
 from personagpt.errors import ArtifactError, ConfigError, PersonaGPTError
+from personagpt.hardware import cpu_has_avx512
 from personagpt.model_artifact import ModelArtifact, open_model_artifact
 from personagpt.network import free_port
 
@@ -81,13 +82,6 @@ def detect_device(setting: str = "auto") -> str:
     return "gpu" if ok else "cpu"
 
 
-def cpu_has_avx512() -> bool:
-    try:
-        return " avx512f" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 def vllm_python() -> Path:
     """The interpreter of the vLLM environment: $PERSONAGPT_VLLM_PYTHON, else .venv-serve/bin/python."""
     p = Path(os.environ.get(VLLM_PYTHON_ENV) or DEFAULT_VLLM_PYTHON)
@@ -121,8 +115,8 @@ def serving_dtype(info: ModelArtifact, cfg: ServeConfig, device: str) -> str:
         return "float16" if device == "gpu" else "bfloat16"
     if device == "gpu":
         return "auto"
-    if quant == "int8" and cpu_has_avx512():
-        return "bfloat16"
+    if quant == "int8":  # its unquantized tensors may be stored in bf16 (quantize.dtype): cast up on AVX2
+        return "bfloat16" if cpu_has_avx512() else "float32"
     return info.dtype
 
 

@@ -101,6 +101,7 @@ def stop(cfg, port: int | None) -> int:
 
 
 def run(args) -> int:
+    parent = os.getppid()
     cfg = _config(args)
     if args.stop:
         return stop(cfg, args.port if args.port is not None else cfg.port)
@@ -129,8 +130,14 @@ def run(args) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, on_signal)
+        # in the foreground the server lives as long as whoever started us (the pipeline runner, personagpt chat):
+        # the kernel sends us SIGTERM when that parent dies, even by SIGKILL
+        if not process_group.arm_parent_death_signal(parent):
+            return 1
     t0 = time.monotonic()
-    proc = process_group.start(launch.argv, _server_env(launch, api_key), launch.log_file, cwd=ROOT)
+    # in the foreground the server lives only as long as this process: the kernel stops it even if we are SIGKILLed
+    proc = process_group.start(launch.argv, _server_env(launch, api_key), launch.log_file, cwd=ROOT,
+                               die_with_parent_too=not args.wait)
     pidfile = _pidfile(cfg, launch.port)
     record = {"engine": launch.engine, "device": launch.device, "url": launch.url, "model": launch.model,
               "max_model_len": launch.max_model_len, "pid": proc.pid, "pgid": proc.pid,

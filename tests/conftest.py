@@ -9,4 +9,4 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 pytest_plugins = ["fixtures.artifacts", "fixtures.serve", "fixtures.k8s", "fixtures.loadtest", "fixtures.quantize",
-                  "fixtures.train"]
+                  "fixtures.pipeline", "fixtures.train"]

@@ -34,8 +34,9 @@ def test_depth_pruning_copies_the_kept_layers(teacher):
 
 def test_width_pruning_slices_and_keeps_head_size(teacher):
     cfg = StudentConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=96, num_attention_heads=1,
-                        num_key_value_heads=1)
+                        num_key_value_heads=1, width_selection="first")
     student, info = build_student(teacher, cfg)
+    assert info["width_selection"] == {"method": "first"}
     head_dim = teacher.config.hidden_size // teacher.config.num_attention_heads
     assert student.config.head_dim == head_dim and student.config.hidden_size == 32
     assert info["sliced"] > 0 and info["random"] == 0
@@ -95,3 +96,28 @@ def test_angular_selection_drops_the_block_that_changes_nothing():
     assert 5 in keep and len(keep) == 5
     with pytest.raises(ValueError):
         block_angular_distances(model, [(ids, mask)], 6)
+
+
+def test_influence_selection_drops_the_layers_that_change_nothing_not_necessarily_contiguous():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from distill.layer_selection import block_influences, influence_keep_layers
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64)
+    model = _identity_layers(LlamaForCausalLM(cfg), [1, 3])
+    ids = torch.randint(0, 128, (3, 10))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    bi = block_influences(model, [(ids, mask)])
+    assert len(bi) == 5  # every layer but the last
+    assert bi[1] == pytest.approx(0.0, abs=1e-9) and bi[3] == pytest.approx(0.0, abs=1e-9)
+    assert min(bi[0], bi[2], bi[4]) > 1e-4
+    keep, info = influence_keep_layers(model, [(ids, mask)], 4)
+    assert keep == [0, 2, 4, 5] and info["method"] == "influence" and info["dropped"] == [1, 3]
+    # the last layer is kept even when it changes nothing
+    model = _identity_layers(LlamaForCausalLM(cfg), [5])
+    keep, _ = influence_keep_layers(model, [(ids, mask)], 3)
+    assert 5 in keep and len(keep) == 3
+    assert influence_keep_layers(model, [(ids, mask)], 6)[0] == list(range(6))

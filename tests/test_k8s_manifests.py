@@ -49,8 +49,8 @@ def test_both_overlays_render_the_same_resources(rendered):
                 ("Service", "personagpt-serve"), ("ScaledObject", "personagpt-serve"),
                 ("PodDisruptionBudget", "personagpt-serve"), ("Job", "personagpt-data"),
                 ("JobSet", "personagpt-train"), ("Job", "personagpt-distill"), ("Job", "personagpt-quantize"),
-                ("Job", "personagpt-loadtest-master"), ("Job", "personagpt-loadtest-worker"),
-                ("Service", "personagpt-loadtest-master")}
+                ("Job", "personagpt-promote"), ("Job", "personagpt-loadtest-master"),
+                ("Job", "personagpt-loadtest-worker"), ("Service", "personagpt-loadtest-master")}
     for name in OVERLAYS:
         docs = rendered[name]
         have = {(d["kind"], d["metadata"]["name"]) for d in docs}
@@ -212,7 +212,8 @@ def test_gpu_overlay_puts_gpu_work_on_gpus(rendered):
         for res, _path, _, pod in pods(docs):
             gpus = [c["resources"].get("limits", {}).get("nvidia.com/gpu") for c in pod["containers"]]
             name = res["metadata"]["name"]
-            on_gpu = name in ("personagpt-serve", "personagpt-train", "personagpt-distill", "personagpt-quantize")
+            on_gpu = name in ("personagpt-serve", "personagpt-train", "personagpt-distill", "personagpt-quantize",
+                              "personagpt-promote")
             if overlay == "gpu" and on_gpu:
                 assert gpus[0] == "1", name
                 assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}, name
@@ -329,18 +330,23 @@ def test_pipeline_jobs_restart_safely_and_chain_through_the_pvc(rendered, overla
     quantized = _arg_value(args["personagpt-quantize"], "quantize.output_dir")
     # every path is the run layout's (personagpt/paths.py), with RUN_DIR as the run folder
     layout = RunLayout(Path("$(RUN_DIR)"))
-    quantized_out = quantized.replace("$(SERVE_ARTIFACT)", penv["SERVE_ARTIFACT"])
+    quantized_out = quantized.replace("$(QUANTIZED_ARTIFACT)", penv["QUANTIZED_ARTIFACT"])
     assert (data_out, teacher, student, quantized_out) == tuple(str(p) for p in (
         layout.data, layout.teacher, layout.student, layout.quantized(penv["QUANT_METHOD"])))
-    assert penv["SERVE_ARTIFACT"] == layout.quantized(penv["QUANT_METHOD"]).name
-    assert _arg_value(args["personagpt-train"], "train.work_dir") == str(layout.work("train"))
-    assert _arg_value(args["personagpt-distill"], "distill.work_dir") == str(layout.work("distill"))
+    assert penv["QUANTIZED_ARTIFACT"] == layout.quantized(penv["QUANT_METHOD"]).name
+    assert "method=$(QUANT_METHOD)" in args["personagpt-quantize"]
+    # the quality gate waits for the quantized student and writes the pointer that serving waits for
+    assert waits["personagpt-promote"] == (quantized, "model")
+    promote = _main(jobs["personagpt-promote"][1])
+    assert promote["command"] == ["personagpt", "promote"]
+    assert promote["args"][promote["args"].index("--run-dir") + 1] == "$(RUN_DIR)"
+    assert "pipeline.quantize_method=$(QUANT_METHOD)" in promote["args"]
+    assert penv["SERVE_ARTIFACT"] == layout.promoted.name
+    served = "$(RUN_DIR)/$(SERVE_ARTIFACT)"
     _, serve_pod, vllm = _serve(docs)
     serve_wait = serve_pod["initContainers"][0]["args"]
-    assert serve_wait[:3] == [quantized, "--kind", "model"]
-    assert vllm["args"][vllm["args"].index("--artifact") + 1] == quantized
-    assert "method=$(QUANT_METHOD)" in args["personagpt-quantize"]
-    assert penv["SERVE_ARTIFACT"].endswith(penv["QUANT_METHOD"])
+    assert serve_wait[:3] == [served, "--kind", "model"]
+    assert vllm["args"][vllm["args"].index("--artifact") + 1] == served
     # training and distillation resume from their checkpoints on the PVC after a restart: the wrapper looks in
     # the run folder the stage writes its checkpoints to
     for name, key in (("personagpt-train", "train.work_dir"), ("personagpt-distill", "distill.work_dir")):

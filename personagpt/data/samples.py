@@ -1,4 +1,4 @@
-"""Sessions, persona selection, context windows, splits and de-duplication."""
+"""Sessions, persona selection, context windows, session exchanges, splits and de-duplication."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from personagpt.errors import DataError
 
 
 def choose_persona(source: Source, persona: str) -> str:
-    """``most_active``: the speaker with the most turns (ties by name); else the id must exist."""
+    """``most_active``: the speaker with the most turns (ties by name); else a speaker id (a Telegram id also
+    without its ``user`` prefix) or a display name (exact, else ignoring case) that names exactly one speaker."""
     counts = collections.Counter(t.speaker for c in source.conversations for t in c.turns)
     if not counts:
         raise DataError(f"{source.name}: no conversation turns found")
@@ -20,10 +21,20 @@ def choose_persona(source: Source, persona: str) -> str:
         if source.default_persona is not None:
             return source.default_persona
         return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
-    if persona not in counts:
-        top = ", ".join(f"{s} ({n})" for s, n in counts.most_common(5))
-        raise DataError(f"data.persona: unknown persona {persona!r} in {source.name}; most active speakers: {top}")
-    return persona
+    if persona in counts:
+        return persona
+    if f"user{persona}" in counts:
+        return f"user{persona}"
+    for same in (lambda a, b: a == b, lambda a, b: a.casefold() == b.casefold()):
+        ids = sorted(s for s in counts if same(source.names.get(s, s), persona))
+        if len(ids) == 1:
+            return ids[0]
+        if len(ids) > 1:
+            raise DataError(f"data.persona: display name {persona!r} is ambiguous in {source.name}: speakers "
+                            f"{', '.join(ids)}; give an id (personagpt data inspect lists them)")
+    top = ", ".join(f"{s} ({n})" if s not in source.names else f"{s} {source.names[s]!r} ({n})"
+                    for s, n in counts.most_common(5))
+    raise DataError(f"data.persona: unknown persona {persona!r} in {source.name}; most active speakers: {top}")
 
 
 def split_sessions(turns: list[Turn], gap_seconds: float, merge_consecutive: bool) -> list[list[Turn]]:
@@ -31,14 +42,25 @@ def split_sessions(turns: list[Turn], gap_seconds: float, merge_consecutive: boo
     sessions: list[list[Turn]] = []
     for t in turns:
         if not sessions or t.gap > gap_seconds:
-            sessions.append([Turn(t.speaker, t.text, t.gap, t.context)])
+            sessions.append([Turn(t.speaker, t.text, t.gap, t.context, t.time)])
             continue
         cur = sessions[-1]
         if merge_consecutive and cur[-1].speaker == t.speaker:
-            cur[-1] = Turn(t.speaker, cur[-1].text + "\n" + t.text, cur[-1].gap, cur[-1].context)
+            cur[-1] = Turn(t.speaker, cur[-1].text + "\n" + t.text, cur[-1].gap, cur[-1].context, cur[-1].time)
         else:
-            cur.append(Turn(t.speaker, t.text, t.gap, t.context))
+            cur.append(Turn(t.speaker, t.text, t.gap, t.context, t.time))
     return sessions
+
+
+def sessions_as_conversations(convs: list[Conversation], gap_seconds: float) -> list[Conversation]:
+    """Every session its own conversation (the unit of the split), named by its conversation and start time
+    (stable when messages are added), or ``sessionN`` without times (a CSV without conversation ids)."""
+    out = []
+    for conv in convs:
+        for i, s in enumerate(split_sessions(conv.turns, gap_seconds, False)):
+            sid = f"{conv.id}@{int(s[0].time)}" if s[0].time is not None else f"session{i}"
+            out.append(Conversation(id=sid, turns=s, system=conv.system))
+    return out
 
 
 def split_of(conv_id: str, seed: int, val_fraction: float, test_fraction: float) -> str:
@@ -70,23 +92,78 @@ class Candidate:
         return sys_msg + ctx + [self.reply]
 
 
+def session_messages(session: list[Turn], persona: str) -> list[dict]:
+    """A session's turns as chat messages: the persona is the assistant, everyone else the user; free-text context
+    before a session's first (user) turn is prepended to it."""
+    msgs = []
+    for t_idx, t in enumerate(session):
+        role = "assistant" if t.speaker == persona else "user"
+        content = t.text
+        if t_idx == 0 and t.context and role == "user":
+            content = t.context + "\n" + content
+        msgs.append({"role": role, "content": content})
+    return msgs
+
+
 def candidates(conv: Conversation, persona: str, gap_seconds: float, merge_consecutive: bool,
                max_context_turns: int, system_prompt: str | None, min_answer_chars: int) -> list[Candidate]:
     out = []
     system = system_prompt if system_prompt is not None else conv.system
     for s_idx, session in enumerate(split_sessions(conv.turns, gap_seconds, merge_consecutive)):
-        msgs = []
-        for t_idx, t in enumerate(session):
-            role = "assistant" if t.speaker == persona else "user"
-            content = t.text
-            if t_idx == 0 and t.context and role == "user":
-                content = t.context + "\n" + content
-            msg = {"role": role, "content": content}
-            if role == "assistant" and any(m["role"] == "user" for m in msgs) and len(content) >= min_answer_chars:
-                ctx = msgs[-max_context_turns:] if max_context_turns else []
+        msgs = session_messages(session, persona)
+        for t_idx, msg in enumerate(msgs):
+            if msg["role"] == "assistant" and any(m["role"] == "user" for m in msgs[:t_idx]) \
+                    and len(msg["content"]) >= min_answer_chars:
+                ctx = msgs[max(0, t_idx - max_context_turns):t_idx] if max_context_turns else []
                 if any(m["role"] == "user" for m in ctx):
                     out.append(Candidate(conv.id, s_idx, t_idx, system, list(ctx), msg))
-            msgs.append(msg)
+    return out
+
+
+@dataclass
+class Exchange:
+    """The user turns of a session followed by the persona's turns that answer them (session turn indices)."""
+
+    turns: list[int]
+    messages: list[dict]
+
+    @property
+    def persona_turns(self) -> list[int]:
+        return [t for t, m in zip(self.turns, self.messages, strict=True) if m["role"] == "assistant"]
+
+
+@dataclass
+class SessionCandidate:
+    """A whole session as exchanges (before packing into windows of max_length)."""
+
+    conversation_id: str
+    session: int
+    system: str | None
+    exchanges: list[Exchange]
+
+
+def session_candidates(conv: Conversation, persona: str, gap_seconds: float, merge_consecutive: bool,
+                       system_prompt: str | None) -> list[SessionCandidate]:
+    """Every session of ``conv`` that has a persona turn after a user turn, cut into exchanges. Persona turns
+    before the session's first user turn answer nobody and are left out (as in reply samples); so are user turns
+    after the last persona turn."""
+    out = []
+    system = system_prompt if system_prompt is not None else conv.system
+    for s_idx, session in enumerate(split_sessions(conv.turns, gap_seconds, merge_consecutive)):
+        exchanges: list[Exchange] = []
+        cur: Exchange | None = None
+        for t_idx, msg in enumerate(session_messages(session, persona)):
+            if msg["role"] == "user":
+                if cur is None or cur.persona_turns:
+                    cur = Exchange([], [])
+                    exchanges.append(cur)
+            elif cur is None:
+                continue  # before the first user turn
+            cur.turns.append(t_idx)
+            cur.messages.append(msg)
+        exchanges = [e for e in exchanges if e.persona_turns]
+        if exchanges:
+            out.append(SessionCandidate(conv.id, s_idx, system, exchanges))
     return out
 
 

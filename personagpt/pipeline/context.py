@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +26,21 @@ def default_ranks() -> int:
     return 2
 
 
-def quantize_method(cfg) -> str:
-    """``pipeline.quantize_method``; ``auto``: GPTQ on GPUs, int8 W8A8 on CPUs (what vLLM serves there)."""
+def quantize_method(cfg, cpu=None) -> str:
+    """``pipeline.quantize_method``; ``auto``: by the machine (``personagpt.hardware.auto_quantize_method``: GPTQ on
+    GPUs, int8 W8A8 on CPUs). ``cpu``: a ``CpuCapability`` (tests inject flags). An explicit gptq on a CPU without
+    AVX-512 is refused when it is served (serve/plan.py)."""
     if cfg.pipeline.quantize_method != "auto":
         return cfg.pipeline.quantize_method
+    from personagpt.hardware import auto_quantize_method
+
     try:
         import torch
 
-        return "gptq" if torch.cuda.is_available() else "int8"
+        device = "gpu" if torch.cuda.is_available() else "cpu"
     except ImportError:  # pragma: no cover
-        return "int8"
+        device = "cpu"
+    return auto_quantize_method(device, cpu)
 
 
 def env_for_children() -> dict[str, str]:
@@ -52,6 +58,11 @@ class Ctx:
     cfg: object
     layout: RunLayout
     ranks: int
+    on_start: Callable[[int], None] | None = None  # the runner records each process group a stage starts
+
+    def started(self, pgid: int) -> None:
+        if self.on_start is not None:
+            self.on_start(pgid)
 
     def args(self) -> list[str]:
         """``--config FILE key=value ...``: how every stage entry receives the user's config."""

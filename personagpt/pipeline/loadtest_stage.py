@@ -56,7 +56,10 @@ class LoadtestStage(Stage):
         done: dict = {"models": {}, "questions": questions}
         for stage_name in cfg.pipeline.serve:
             stage = self.model_stages[stage_name]
-            artifact = stage.output(ctx)
+            artifact = stage.model_artifact(ctx)
+            if not artifact.is_dir():
+                raise StageFailed(f"pipeline.serve names {stage_name!r}, but its model {artifact} does not exist: "
+                                  f"run that stage first (--stages {stage_name},loadtest)")
             try:
                 done["models"][stage_name] = self._serve_and_test(ctx, artifact, questions, log)
             except Exception as e:  # noqa: BLE001 - any failure is this stage's, reported with the log's tail
@@ -73,7 +76,8 @@ class LoadtestStage(Stage):
         with served(ctx, artifact, log) as server:
             # exit 1: the SLO was violated, results written (the report shows it); anything else is a failure
             rc = run_command([PY, str(ROOT / "loadtest" / "run.py"), "--host", server.url, *ctx.args(),
-                              f"loadtest.dataset={ctx.layout.data}", f"loadtest.out={out}"], log, ok=(0, 1))
+                              f"loadtest.dataset={ctx.layout.data}", f"loadtest.out={out}"], log, ok=(0, 1),
+                             grace=cfg.pipeline.stop_timeout_s, on_start=ctx.started)
             if not (out / "summary.json").is_file():
                 raise StageFailed(f"loadtest/run.py exited with code {rc} without results in {out}\n"
                                   f"--- last lines of {log} ---\n{log_tail(log)}")

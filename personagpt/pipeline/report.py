@@ -14,6 +14,7 @@ from personagpt.eval.report import summary_table
 from personagpt.paths import RunLayout
 from personagpt.pipeline.context import Ctx
 from personagpt.pipeline.loadtest_stage import held_out_questions
+from personagpt.promotion import quantization_ratio, read_promotion, student_quality
 
 
 def _manifest(path: Path) -> dict | None:
@@ -54,12 +55,15 @@ def loadtest_record(layout: RunLayout) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def model_rows(layout: RunLayout, quantized: Path) -> list[dict[str, Any]]:
+def model_rows(layout: RunLayout, quantized: Path, method: str) -> list[dict[str, Any]]:
     """Figures per model. Perplexities come from each stage's own measurement (the same code; the student and the
     teacher on the same samples, the quantized model and its input on the same samples), so quality retained
-    chains matched ratios: teacher→student × student→quantized."""
+    chains matched ratios: teacher→student × student→quantized (personagpt/promotion.py, the quality gate's
+    figure). The promoted model's row carries the figures of serving ``promoted``."""
     t, s, q = (_manifest(p) for p in (layout.teacher, layout.student, quantized))
+    qt = _manifest(layout.quantized_teacher(method))
     done = loadtest_record(layout)
+    promoted = (read_promotion(layout) or {}).get("promoted")
     rows = []
     d = (s or {}).get("distillation", {})
     if t:
@@ -70,16 +74,35 @@ def model_rows(layout: RunLayout, quantized: Path) -> list[dict[str, Any]]:
         rows.append({"model": "student", "params": s["model"]["num_parameters"], "bytes": s["model"]["weight_bytes"],
                      "ppl": s["metrics"].get("val_ppl"), "retained": d.get("quality_retained"),
                      "decode": d.get("student_decode_tokens_per_s"), "served": _served(done, "distill")})
-    if q:
-        before, after = q["metrics"].get("before", {}), q["metrics"].get("after", {})
-        ratio = before.get("ppl") / after["ppl"] if before.get("ppl") and after.get("ppl") else None
-        retained = d.get("quality_retained") * ratio if ratio and d.get("quality_retained") else None
-        method = (q.get("model", {}).get("quantization") or {}).get("method", "?")
-        rows.append({"model": f"quantized ({method})", "params": q.get("model", {}).get("num_parameters"),
-                     "bytes": after.get("weight_bytes", q.get("model", {}).get("weight_bytes")),
+    for name, m, retained, who in (("quantized", q, student_quality(s, q), "student"),
+                                   ("quantized teacher", qt, quantization_ratio(qt) if qt else None, "teacher")):
+        if not m:
+            continue
+        after = m["metrics"].get("after", {})
+        method_name = (m.get("model", {}).get("quantization") or {}).get("method", "?")
+        served = _served(done, "promote") if promoted == who else None
+        rows.append({"model": f"{name} ({method_name})", "params": m.get("model", {}).get("num_parameters"),
+                     "bytes": after.get("weight_bytes", m.get("model", {}).get("weight_bytes")),
                      "ppl": after.get("ppl"), "retained": retained, "decode": after.get("decode_tokens_per_s"),
-                     "served": _served(done, "quantize")})
+                     "served": served or (_served(done, "quantize") if who == "student" else None),
+                     "promoted": promoted == who})
     return rows
+
+
+def headline(layout: RunLayout) -> list[str]:
+    """The quality gate's decision, the first thing the report says."""
+    rec = read_promotion(layout)
+    if not rec:
+        return []
+    if rec["promoted"] == "student":
+        return [f"**Served: the quantized student** ({rec['artifact']}): it keeps "
+                f"{rec['student_quality_retained']:.1%} of the teacher's quality, the quality gate "
+                f"(`pipeline.min_quality_retained`) asks for {rec['threshold']:.0%}.", ""]
+    teacher = rec.get("teacher_quality_retained")
+    return [f"**Quality gate failed: the quantized student keeps {rec['student_quality_retained']:.1%} of the "
+            f"teacher's quality, the gate (`pipeline.min_quality_retained`) asks for {rec['threshold']:.0%}. The "
+            f"pipeline serves the quantized teacher instead** ({rec['artifact']}"
+            + (f", {teacher:.1%} of the teacher's quality" if teacher else "") + ").", ""]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -95,8 +118,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             served = (f"{_fmt(sv.get('ttft_p50'), '.0f')} / {_fmt(sv.get('ttft_p95'), '.0f')} | "
                       f"{_fmt(sv.get('itl_p50'), '.1f')} | {_fmt(sv.get('tok_s'), '.1f')} | "
                       f"{_fmt(goodput * 100 if goodput is not None else None, '.0f')}%")
+        name = r["model"] + (" (served)" if r.get("promoted") else "")
         lines.append(
-            f"| {r['model']} | {_fmt(r['params'] / 1e6 if r['params'] else None, '.2f')}M | {_mb(r['bytes'])} | "
+            f"| {name} | {_fmt(r['params'] / 1e6 if r['params'] else None, '.2f')}M | {_mb(r['bytes'])} | "
             f"{_fmt(r['ppl'])} | {_fmt(r['retained'] * 100 if r['retained'] else None, '.1f')}% | "
             f"{_fmt(r['decode'], '.1f')} | {served} |")
     return "\n".join(lines)
@@ -126,17 +150,19 @@ def write_report(ctx: Ctx, timings: dict[str, dict] | None = None) -> Path:
 
     layout, cfg, quantized = ctx.layout, ctx.cfg, ctx.quantized
     run_dir = layout.root
-    rows = model_rows(layout, quantized)
+    rows = model_rows(layout, quantized, quantized.name.removeprefix("quantized-"))
     questions = held_out_questions(layout.data, cfg.pipeline.sample_questions)
     served = loadtest_record(layout).get("models", {})
     answers: dict[str, list[str] | None] = {}
+    promotion = read_promotion(layout) or {}
     for name, stage in MODEL_STAGES.items():
+        label = f"quantized {promotion['promoted']}" if name == "promote" and promotion else stage.model
         if name in served:
-            answers[stage.model + " (vLLM)"] = served[name]["answers"]
-        elif name != "quantize":
+            answers[label + " (vLLM)"] = served[name]["answers"]
+        elif name in ("train", "distill"):
             answers[stage.model + " (HF generate)"] = hf_answers(stage.output(ctx), questions,
                                                                  cfg.pipeline.sample_max_tokens)
-    lines = [f"# PersonaGPT run `{cfg.name}`", ""]
+    lines = [f"# PersonaGPT run `{cfg.name}`", "", *headline(layout)]
     data = _manifest(layout.data) or {}
     if data:
         sp = data.get("splits", {})

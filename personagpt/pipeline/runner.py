@@ -7,22 +7,40 @@ hash) is still there. Changing a key therefore reruns that stage, whose new outp
 everything downstream. A stage whose last attempt with the same fingerprint did not finish is run with
 ``resume=True`` (train/distill continue from their checkpoints). A failing stage stops the run with that stage's
 error; earlier artifacts stay as they were (stages write through staging folders, so a failed stage leaves none).
+
+Crash safety (README "Survives crashes and signals"):
+- A stage's status is ``running`` while it runs, then ``done``, ``failed`` or ``interrupted``. A stage whose record
+  is ``running`` (the runner was killed), ``failed`` or ``interrupted`` with the same fingerprint resumes; only
+  ``--force`` or a changed fingerprint starts it fresh, and the console says so before checkpoints are deleted.
+- Every stage process runs in its own process group under the supervisor, which dies with the runner and takes
+  the group with it. SIGINT/SIGTERM/SIGHUP stop the stage in flight as a whole (see interrupt.py); the record
+  says ``interrupted`` and the runner exits 130/143/129.
+- ``pipeline.json`` is replaced atomically; before the first stage, the unfinished outputs of killed writers
+  are cleaned up (artifacts.recover_staging) and any process group a killed runner left is stopped.
+- The caller holds the run folder's lock (lock.py) around :meth:`Pipeline.run`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from personagpt.artifacts import hash_files, read_manifest
+from personagpt import process_group
+from personagpt.artifacts import hash_files, read_manifest, recover_staging
 from personagpt.errors import ArtifactError
 from personagpt.pipeline.context import Ctx
+from personagpt.pipeline.interrupt import Interrupted
 from personagpt.pipeline.stage import Stage
+
+RESUMABLE = ("running", "failed", "interrupted")  # the last attempt did not finish
 
 console = Console(highlight=False)
 
@@ -60,7 +78,12 @@ class Pipeline:
         self.timings: dict[str, dict] = {}
 
     def save_state(self) -> None:
-        self.state_path.write_text(json.dumps(self.state, indent=2) + "\n")
+        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(self.state, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_path)
 
     def up_to_date(self, stage: Stage, fp: str) -> bool:
         rec = self.state.get(stage.name, {})
@@ -70,11 +93,23 @@ class Pipeline:
     def resumable(self, stage: Stage, fp: str) -> bool:
         """The last attempt of this stage, with this fingerprint, did not finish."""
         rec = self.state.get(stage.name, {})
-        return not self.force and rec.get("fingerprint") == fp and rec.get("status") == "failed"
+        return not self.force and rec.get("fingerprint") == fp and rec.get("status") in RESUMABLE
+
+    def recover(self) -> None:
+        """After a killed runner: stop what is left of its stage's process groups, clean up half-written outputs."""
+        for name, rec in self.state.items():
+            if rec.get("status") != "running":
+                continue
+            for pgid in rec.get("process_groups", []):
+                if _ours(pgid) and process_group.group_members(pgid):
+                    console.print(f"stopping process group {pgid} left by the killed run of stage {name}")
+                    process_group.stop_group(pgid, 2 * self.ctx.cfg.pipeline.stop_timeout_s)
+        recover_staging(self.ctx.layout.root, say=console.print)
 
     def run(self) -> dict[str, dict]:
         ctx = self.ctx
         ctx.layout.log("any").parent.mkdir(parents=True, exist_ok=True)
+        self.recover()
         t_all = time.time()
         for i, stage in enumerate(self.stages, 1):
             label = f"[{i}/{len(self.stages)}] {stage.name:<9}"
@@ -88,26 +123,60 @@ class Pipeline:
             self.timings[stage.name] = {"status": "ran", "seconds": round(dt, 1)}
             console.print(f"{label} [green]done[/green] in {dt:.1f} s -> {stage.output(ctx)}")
         console.print(f"pipeline finished in {time.time() - t_all:.1f} s")
+        from personagpt.chat.command import chat_command
+
+        if chat := chat_command(ctx.layout, ctx.config, ctx.overrides):
+            console.print(f"chat with the served model: {chat}", soft_wrap=True)
         return self.timings
 
     def _run_stage(self, stage: Stage, fp: str, label: str) -> float:
         resume = self.resumable(stage, fp)
-        self.state[stage.name] = {"fingerprint": fp, "status": "running", "started": time.time()}
+        note = stage.start_note(self.ctx, resume)
+        if note:
+            console.print(f"{label} {note}")
+        rec = {"fingerprint": fp, "status": "running", "started": time.time(), "process_groups": []}
+        self.state[stage.name] = rec
         self.save_state()
         log = self.ctx.layout.log(stage.name)
-        log.write_text("")
+        with open(log, "a") as f:  # a resumed stage keeps the log of its earlier attempts
+            f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {stage.name} "
+                    f"{'resumed' if resume else 'started'} by pid {os.getpid()} ===\n")
+
+        def started(pgid: int) -> None:
+            rec["process_groups"].append(pgid)
+            self.save_state()
+
+        self.ctx.on_start = started
         t0 = time.time()
         try:
             with _progress(label, log):
                 stage.run(self.ctx, resume, log)
+        except Interrupted as e:
+            rec.update(status="interrupted", signal=signal.Signals(e.signum).name, seconds=round(time.time() - t0, 1))
+            self.save_state()
+            console.print(f"{label} [yellow]interrupted[/yellow] by {rec['signal']}: its processes are stopped; "
+                          f"run the same command again to resume")
+            raise
         except BaseException:
-            self.state[stage.name].update(status="failed", seconds=round(time.time() - t0, 1))
+            rec.update(status="failed", seconds=round(time.time() - t0, 1))
             self.save_state()
             raise
+        finally:
+            self.ctx.on_start = None
         dt = time.time() - t0
         self.state[stage.name].update(status="done", seconds=round(dt, 1), output_hash=output_hash(stage, self.ctx))
         self.save_state()
         return dt
+
+
+def _ours(pgid: int) -> bool:
+    """Whether group ``pgid`` is still one this project started: its leader (a supervisor or serve/run.py) is alive,
+    or gone while members are left (the kernel does not reuse a pid that is still a group's id)."""
+    try:
+        cmdline = Path(f"/proc/{pgid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return True
+    return b"personagpt.pipeline.supervisor" in cmdline or b"serve/run.py" in cmdline
 
 
 class _progress:

@@ -1,7 +1,8 @@
 """Serving a model for a later stage: ``with served(ctx, artifact, log) as server:`` starts ``serve/run.py`` (vLLM
 by default) in the foreground as its own process group, yields once the server answered a real completion, and
 stops it on leaving the block — normally, on an error, or on an interrupt. serve/run.py stops the server's whole
-process group when it gets SIGTERM, so no server outlives the block."""
+process group when it gets SIGTERM, so no server outlives the block; and it gets that SIGTERM from the kernel if
+the runner itself dies (parent-death signal), while the server gets it if serve/run.py dies."""
 
 from __future__ import annotations
 
@@ -54,8 +55,11 @@ def served(ctx: Ctx, artifact: Path, log: Path) -> Iterator[Server]:
     with open(log, "a") as f:
         f.write("$ " + " ".join(argv) + "\n")
         f.flush()
+        # its own group; in the foreground it arms the kernel's parent-death signal, so it stops the server if
+        # the runner dies
         proc = subprocess.Popen(argv, cwd=ROOT, env=env_for_children(), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=f, text=True, start_new_session=True)
+        ctx.started(proc.pid)
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=_pump, args=(proc.stdout, f, lines), daemon=True).start()
         try:

@@ -11,7 +11,9 @@ from personagpt.paths import ROOT
 from personagpt.pipeline.context import PY, Ctx, quantize_method
 from personagpt.pipeline.eval_stage import EvalStage
 from personagpt.pipeline.loadtest_stage import LoadtestStage
+from personagpt.pipeline.promote_stage import PromoteStage
 from personagpt.pipeline.stage import CommandStage, Stage
+from personagpt.promotion import quantize_command
 
 
 def _deepspeed(ctx: Ctx, script: str) -> list[str]:
@@ -37,9 +39,7 @@ def _distill(ctx: Ctx) -> list[str]:
 
 
 def _quantize(ctx: Ctx) -> list[str]:
-    return [PY, str(ROOT / "quantize" / "run.py"), *ctx.args(), f"quantize.method={quantize_method(ctx.cfg)}",
-            f"quantize.model={ctx.layout.student}", f"quantize.dataset={ctx.layout.data}",
-            f"quantize.output_dir={ctx.quantized}"]
+    return quantize_command(ctx.args(), quantize_method(ctx.cfg), ctx.layout.student, ctx.layout.data, ctx.quantized)
 
 
 DATA = CommandStage("data", lambda ctx: ctx.layout.data, ("data", "model", "seed"), (), _data)
@@ -49,5 +49,7 @@ DISTILL = CommandStage("distill", lambda ctx: ctx.layout.student, ("distill", "d
                        _distill, model="student", checkpoints=True)
 QUANTIZE = CommandStage("quantize", lambda ctx: ctx.quantized, ("quantize", "data", "seed", "pipeline.quantize_method"),
                         ("distill", "data"), _quantize, model="quantized")
-MODEL_STAGES: dict[str, Stage] = {s.name: s for s in (TRAIN, DISTILL, QUANTIZE)}  # what pipeline.serve may name
-STAGES: list[Stage] = [DATA, TRAIN, DISTILL, QUANTIZE, EvalStage(), LoadtestStage(MODEL_STAGES)]
+PROMOTE = PromoteStage()
+# what pipeline.serve may name
+MODEL_STAGES: dict[str, Stage] = {s.name: s for s in (TRAIN, DISTILL, QUANTIZE, PROMOTE)}
+STAGES: list[Stage] = [DATA, TRAIN, DISTILL, QUANTIZE, PROMOTE, EvalStage(), LoadtestStage(MODEL_STAGES)]

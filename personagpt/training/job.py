@@ -244,7 +244,7 @@ class TrainingJob:
     def load_data(self, plan: JobPlan, dist: Dist) -> JobData:
         """Tokenizer and encoded splits; the batch must fit the training split and a resumed run must see the
         same dataset (both checked before the work folder is touched)."""
-        from personagpt.data.prepare import read_split
+        from personagpt.data.prepare import read_split, split_label_turns
         from personagpt.tokenizer import load_tokenizer
 
         dataset_dir = plan.dataset_dir or main_first(dist, self._prepare_dataset)
@@ -254,12 +254,13 @@ class TrainingJob:
             raise ConfigError(f"--resume: {plan.resume_from.path} was trained on another dataset than {dataset_dir} "
                               f"(content hash differs); the data order would not continue")
         tok = load_tokenizer(dataset_dir / "tokenizer")
-        label_turns = self.cfg.data.label_turns
-        train_enc = encode_samples(tok, read_split(dataset_dir, "train"), label_turns, plan.max_length)
+        label_turns = self.cfg.data.label_turns  # session windows (train) label every persona turn: the manifest
+        train_enc = encode_samples(tok, read_split(dataset_dir, "train"),
+                                   split_label_turns(dataset_dir, "train", label_turns), plan.max_length)
         val = read_split(dataset_dir, "val")
         if self.tcfg.eval_samples is not None:
             val = val[: self.tcfg.eval_samples]
-        val_enc = encode_samples(tok, val, label_turns, plan.max_length)
+        val_enc = encode_samples(tok, val, split_label_turns(dataset_dir, "val", label_turns), plan.max_length)
         if not val_enc:
             raise ConfigError(f"{self.section}.dataset: {dataset_dir} has no validation samples to evaluate on "
                               f"(data.val_fraction)")
