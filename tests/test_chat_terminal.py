@@ -138,3 +138,22 @@ def test_server_killed_mid_reply_then_back(serve_artifact):
             child.terminate(force=True)
         if group_members(rec["pgid"]):
             stop_group(rec["pgid"], 30)
+
+
+@pytest.mark.slow
+def test_artifact_starts_its_own_server_and_ctrl_c_stops_it(serve_artifact):
+    from personagpt.network import port_in_use
+
+    child = spawn("--artifact", str(serve_artifact), "--engine", "baseline", timeout=300)
+    url = re.search(r"ready: (http://127\.0\.0\.1:(\d+))", plain(child.before))
+    assert url, plain(child.before)
+    port = int(url.group(2))
+    assert port_in_use("127.0.0.1", port)
+    assert reply_of(say(child, "/set max_tokens=8") and say(child, "hi"))
+    child.sendintr()  # Ctrl-C at the prompt ends the chat and the server it started
+    child.expect(pexpect.EOF)
+    out = plain(child.before)
+    assert "bye" in out and "server stopped" in out and "Traceback" not in out, out
+    child.close()
+    assert child.exitstatus == 0
+    assert not port_in_use("127.0.0.1", port)

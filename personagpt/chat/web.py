@@ -72,11 +72,12 @@ def build_page(new_session: Callable[[], Session]) -> Callable[[], None]:
                     box = ui.input(placeholder="Message (or /help)").classes("grow chat-input") \
                         .props("outlined autofocus")
                     send_button = ui.button("Send").classes("chat-send")
-            with ui.card().classes("w-80 chat-settings"):
+            with ui.card().classes("w-96 chat-settings"):
                 ui.label("Settings").classes("font-bold")
-                system_box = ui.textarea("System prompt", value=session.history.system or "").classes("w-full")
-                temperature = ui.number("Temperature (empty: server default)", value=session.settings.temperature,
-                                        min=0, max=2, step=0.1).classes("w-full")
+                system_box = ui.textarea("System prompt", value=session.history.system or "",
+                                         placeholder="none").classes("w-full").props("autogrow")
+                temperature = ui.number("Temperature", value=session.settings.temperature, min=0, max=2, step=0.1,
+                                        placeholder="server default").classes("w-full")
                 max_tokens = ui.number("Max tokens", value=session.max_tokens, min=1, step=1) \
                     .classes("w-full chat-max-tokens")
                 policy_label = ui.label(session.policy()).classes("text-xs text-grey-7 chat-policy")
