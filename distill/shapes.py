@@ -18,10 +18,33 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from personagpt.training.env import prepare_process_env
 
 prepare_process_env()
+
+
+class CachedForward:
+    """The teacher as the layer selections call it (``model(input_ids=, attention_mask=, output_hidden_states=)``),
+    each calibration batch run once and its output kept for the next shape."""
+
+    def __init__(self, model):
+        self.model, self.config, self.cache = model, model.config, {}
+
+    def eval(self):
+        return self
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    def __call__(self, input_ids, attention_mask, **kw):
+        key = (input_ids.data_ptr(), tuple(input_ids.shape))
+        if key not in self.cache:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kw)
+            self.cache[key] = SimpleNamespace(hidden_states=out.hidden_states)  # not the logits (vocab-sized)
+        return self.cache[key]
 
 
 def main(argv=None) -> int:
@@ -46,6 +69,9 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher", required=True, type=Path)
     ap.add_argument("--shape", action="append", required=True, metavar="NAME=key=value,...")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--skip-teacher", action="store_true",
+                    help="do not score the teacher again (its manifest's val ppl is shown: the same samples when "
+                         "train.eval_samples equals distill.eval_samples)")
     ap.add_argument("overrides", nargs="*", help="config key=value")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
@@ -65,8 +91,11 @@ def main(argv=None) -> int:
         return distributed_perplexity(model.to(device), tok, val, dcfg.eval_batch_size, 0, 1, device)["ppl"]
 
     t_params = sum(p.numel() for p in teacher.parameters())
-    rows = {"teacher": {"layers": teacher.config.num_hidden_layers, "params_ratio": 1.0, "ppl": ppl(teacher)}}
+    t_ppl = read_manifest(args.teacher)["metrics"]["val_ppl"] if args.skip_teacher else ppl(teacher)
+    rows = {"teacher": {"layers": teacher.config.num_hidden_layers, "params_ratio": 1.0, "ppl": t_ppl,
+                        "from_manifest": args.skip_teacher}}
     teacher.to("cpu")
+    measured = CachedForward(teacher)  # the layer selections of every shape see the same teacher forwards
     for spec in args.shape:
         name, _, rest = spec.partition("=")
         data = dcfg.student.model_dump(mode="json")
@@ -76,7 +105,7 @@ def main(argv=None) -> int:
         layer_info, width, width_info = None, None, None
         with torch.no_grad():
             if scfg.keep_layers is None and scfg.layer_selection in MEASURED:
-                keep, layer_info = MEASURED[scfg.layer_selection](teacher.to(device), calib, len(keep))
+                keep, layer_info = MEASURED[scfg.layer_selection](measured.to(device), calib, len(keep))
             s_config = student_config(teacher.config, scfg, keep)
             if scfg.width_selection == "importance" and narrowed(teacher.config, s_config):
                 width, width_info = importance_channels(teacher.to(device), calib, keep, s_config)

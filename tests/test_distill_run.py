@@ -112,3 +112,23 @@ def test_vocabulary_mismatch(tiny_teacher, other_vocab_model, tmp_path):
 def test_missing_teacher(tmp_path):
     proc = distill([f"distill.teacher={tmp_path}/nope", f"distill.output_dir={tmp_path}/student"])
     assert proc.returncode == 2 and "distill.teacher" in proc.stderr and "does not exist" in proc.stderr
+
+
+@pytest.mark.slow
+def test_measured_selections_on_two_ranks(tiny_teacher, tmp_path):
+    """influence layers and importance widths measured on rank 0 and broadcast; KD on every token."""
+    proc = distill([f"distill.teacher={tiny_teacher}", f"distill.work_dir={tmp_path}/run",
+                    f"distill.output_dir={tmp_path}/student", "distill.student.num_hidden_layers=2",
+                    "distill.student.layer_selection=influence", "distill.student.intermediate_size=96",
+                    "distill.kd_positions=all", "distill.hidden_weight=0.5", "distill.max_steps=2",
+                    "distill.micro_batch_size=4", "distill.global_batch_size=8", "distill.eval_every=0",
+                    "distill.save_every=0", "distill.eval_samples=16", "distill.warmup_steps=1"], deepspeed=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    d = read_manifest(tmp_path / "student", kind="model")["distillation"]
+    assert d["student"]["layer_selection"]["method"] == "influence" and len(d["student"]["keep_layers"]) == 2
+    assert d["student"]["keep_layers"][-1] == 3  # the last layer is kept
+    assert d["student"]["width_selection"]["method"] == "importance"
+    assert d["student"]["width_selection"]["axes"] == ["intermediate_size"] and d["student"]["intermediate_size"] == 96
+    assert d["objective"]["kd_positions"] == "all"
+    train = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
+    assert train and all(r["kd_positions"] > 1 for r in train)  # KD positions per label token: more than one
