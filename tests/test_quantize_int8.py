@@ -76,3 +76,30 @@ def test_int8_perplexity_and_size(int8_artifact):
     assert after["ppl"] != before["ppl"]  # quantization happened
     # int8 linears + the fp32 embedding/lm_head table (40% of this tiny model's parameters)
     assert after["weight_bytes"] < 0.60 * before["weight_bytes"]
+
+
+def test_int8_unquantized_tensors_in_bfloat16(int8_artifact):
+    """quantize.dtype auto: everything that is not an int8 Linear (the tied embedding/head table, norms) is stored
+    in bfloat16, read from the safetensors header; the int8 Linears keep fp32 scales. The manifest's bytes are the
+    bytes on disk."""
+    from quantize.sizes import _tensors
+
+    tensors = _tensors(int8_artifact)
+    assert tensors["model.embed_tokens.weight"][0] == "BF16" and "lm_head.weight" not in tensors  # tied: stored once
+    floats = {n: d for n, (d, _, _) in tensors.items() if d.startswith(("F", "BF"))}
+    assert {d for n, d in floats.items() if not n.endswith("_scale")} == {"BF16"}
+    assert {d for n, (d, _, _) in tensors.items() if n.endswith("proj.weight")} == {"I8"}
+    m = read_manifest(int8_artifact)
+    assert m["model"]["quantization"]["unquantized_dtype"] == "bfloat16"
+    assert m["metrics"]["after"]["weight_bytes"] == sum(p.stat().st_size for p in int8_artifact.glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("method, key", [("int8", "lm_head"), ("int8", "embedding"), ("gptq", "embedding"),
+                                         ("gptq", "lm_head")])
+def test_unsupported_components_are_refused(method, key, quant_teacher, tiny_dataset, tmp_path):
+    from fixtures.quantize import quantize_cli
+
+    out = tmp_path / "q"
+    proc = quantize_cli(f"method={method}", f"model={quant_teacher}", f"dataset={tiny_dataset}", f"output_dir={out}",
+                        f"{key}=true", check=False)
+    assert proc.returncode == 2 and f"quantize.{key}" in proc.stderr and not out.exists()

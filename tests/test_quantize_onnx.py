@@ -185,3 +185,28 @@ def test_onnx_whole_model_greedy_tokens_within_tolerance(onnx_artifact, quant_te
         prefix = [next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), len(a))
                   for a, b in zip(ref, whole, strict=True)]
         assert same >= len(prompts) // 2 and sum(prefix) / len(prefix) >= 16, (same, prefix)
+
+
+def test_component_costs(onnx_artifact, quant_teacher, tiny_dataset):
+    """``bench.py --components``: each component quantized alone on the kept fp32 graph. Quantizing all of them
+    rebuilds the artifact's own graph, so its perplexity is the artifact's; each part alone shrinks or grows the
+    graph by what it stores (a lone head or embedding adds its quantized table beside the float one, which the
+    other still reads)."""
+    from fixtures.artifacts import TINY
+    from personagpt.config import load_config
+    from quantize.components import component_costs, components_table
+
+    cfg = load_config(TINY, [f"quantize.model={quant_teacher}", f"quantize.dataset={tiny_dataset}",
+                             f"quantize.output_dir={onnx_artifact}", "quantize.method=onnx",
+                             "quantize.onnx.keep_fp32=true"])
+    costs = component_costs(onnx_artifact, cfg)
+    rows = costs["rows"]
+    assert list(rows) == ["fp32", "linears", "lm_head", "embedding", "all"]
+    m = read_manifest(onnx_artifact)["metrics"]
+    assert costs["tokens"] == m["after"]["tokens"]
+    assert rows["all"]["ppl"] == pytest.approx(m["after"]["ppl"], rel=1e-6)
+    assert rows["all"]["weight_bytes"] == m["after"]["weight_bytes"]
+    assert rows["all"]["weight_bytes"] < rows["linears"]["weight_bytes"] < rows["fp32"]["weight_bytes"]
+    for name in ("linears", "lm_head", "embedding"):
+        assert rows[name]["ppl"] != rows["fp32"]["ppl"] and abs(rows[name]["ppl_increase_pct"]) < 5, name
+    assert "| embedding |" in components_table(costs)
