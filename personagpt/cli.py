@@ -66,6 +66,7 @@ def _run_pipeline(args) -> int:
     from personagpt.config import load_config
     from personagpt.paths import RunLayout
     from personagpt.pipeline.context import Ctx, default_ranks
+    from personagpt.chat.command import chat_command
     from personagpt.pipeline.interrupt import Interrupted, signals_interrupt
     from personagpt.pipeline.lock import RunLock
     from personagpt.pipeline.report import write_report
@@ -86,6 +87,8 @@ def _run_pipeline(args) -> int:
         try:
             timings = Pipeline(ctx, STAGES, force=args.force, only=only).run()
             print(f"report: {write_report(ctx, timings)}")
+            if chat := chat_command(ctx.layout, ctx.config, ctx.overrides):  # the last line of make demo
+                print(f"chat with the served model: {chat}")
         except Interrupted as e:
             print(f"{e}: stopped; rerun the same command to resume", file=sys.stderr)
             return e.exit_code

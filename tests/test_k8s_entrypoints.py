@@ -222,3 +222,26 @@ def test_resume_or_start_decides_with_the_training_checkpoints(tmp_path):
     (done / "trainer_state.json").write_text(json.dumps({"step": 10}))
     argv, out = run()
     assert argv == ["--config", "c.yaml", "--resume"] and "step00000010 (step 10)" in out
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_chat_deployment_talks_to_the_serve_service_with_its_key(rendered, overlay):
+    """The chat page's command parses with the real `personagpt chat` parser, its config loads with the key
+    variable it sets, and it points at the Service and the artifact the serving Deployment serves."""
+    docs = rendered[overlay]
+    chat = find(docs, "Deployment", "personagpt-chat")
+    c = next(c for c in containers(chat["spec"]["template"]["spec"]) if c["name"] == "chat")
+    env = container_env(c, docs, {"metadata.name": "personagpt-chat-abcde", "metadata.namespace": "personagpt"})
+    argv = command_line(c, env)
+    assert not any("$(" in a for a in argv), argv
+    args = dry_parse(argv, ROOT)["args"]
+    serve = find(docs, "Service", "personagpt-serve")
+    assert args["url"] == f"http://personagpt-serve:{serve['spec']['ports'][0]['port']}"
+    assert args["web"] and args["host"] == "0.0.0.0" and args["model"] == env["SERVED_MODEL_NAME"]
+    assert args["artifact"] == f"{env['RUN_DIR']}/{env['SERVE_ARTIFACT']}"
+    proc = config_show(args["config"], args["overrides"])
+    assert proc.returncode == 0, proc.stderr
+    key_env = next(ln.split(":", 1)[1].strip() for ln in proc.stdout.splitlines() if "api_key_env:" in ln)
+    assert key_env in env, f"the chat reads ${key_env}, which its container does not set"
+    svc = find(docs, "Service", "personagpt-chat")
+    assert svc["spec"]["ports"][0]["port"] == int(args["port"])

@@ -50,7 +50,8 @@ def test_both_overlays_render_the_same_resources(rendered):
                 ("PodDisruptionBudget", "personagpt-serve"), ("Job", "personagpt-data"),
                 ("JobSet", "personagpt-train"), ("Job", "personagpt-distill"), ("Job", "personagpt-quantize"),
                 ("Job", "personagpt-promote"), ("Job", "personagpt-loadtest-master"),
-                ("Job", "personagpt-loadtest-worker"), ("Service", "personagpt-loadtest-master")}
+                ("Job", "personagpt-loadtest-worker"), ("Service", "personagpt-loadtest-master"),
+                ("Deployment", "personagpt-chat"), ("Service", "personagpt-chat")}
     for name in OVERLAYS:
         docs = rendered[name]
         have = {(d["kind"], d["metadata"]["name"]) for d in docs}

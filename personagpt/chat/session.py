@@ -1,8 +1,10 @@
 """One chat session, the same for the terminal and the web page: send, retry, undo, new, settings, transcripts.
 
 Rules: a failed or cut-off reply is not kept — its user message stays, unanswered, and ``/retry`` sends it again
-(after the server came back, say); ``retry`` on an answered turn asks for a new reply to it. The model name and
-context length are asked from the server when first needed, so a session can start while the server is down.
+(after the server came back, say); ``retry`` on an answered turn asks for a new reply to it; a new message sent
+instead of ``/retry`` replaces the unanswered one (the conversation stays user, assistant, user, ...). The model
+name and context length are asked from the server when first needed, so a session can start while the server is
+down.
 """
 
 from __future__ import annotations

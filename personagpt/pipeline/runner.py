@@ -123,10 +123,6 @@ class Pipeline:
             self.timings[stage.name] = {"status": "ran", "seconds": round(dt, 1)}
             console.print(f"{label} [green]done[/green] in {dt:.1f} s -> {stage.output(ctx)}")
         console.print(f"pipeline finished in {time.time() - t_all:.1f} s")
-        from personagpt.chat.command import chat_command
-
-        if chat := chat_command(ctx.layout, ctx.config, ctx.overrides):
-            console.print(f"chat with the served model: {chat}", soft_wrap=True)
         return self.timings
 
     def _run_stage(self, stage: Stage, fp: str, label: str) -> float:
