@@ -63,10 +63,10 @@ def _model_init(args) -> int:
 
 
 def _run_pipeline(args) -> int:
+    from personagpt.chat.command import chat_command
     from personagpt.config import load_config
     from personagpt.paths import RunLayout
     from personagpt.pipeline.context import Ctx, default_ranks
-    from personagpt.chat.command import chat_command
     from personagpt.pipeline.interrupt import Interrupted, signals_interrupt
     from personagpt.pipeline.lock import RunLock
     from personagpt.pipeline.report import write_report
