@@ -42,7 +42,7 @@ from personagpt.pipeline.stage import Stage
 
 RESUMABLE = ("running", "failed", "interrupted")  # the last attempt did not finish
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # no wrapping: logs and tests read whole lines
 
 
 def _section(cfg_dict: dict, dotted: str) -> Any:
