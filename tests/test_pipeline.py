@@ -50,7 +50,7 @@ def test_end_to_end_artifacts_and_report(pipeline_run):
     # the eval stage's table: one row per model of eval.models, and the real persona's (the ceiling)
     lines = report.splitlines()
     start = lines.index("## Persona fidelity (eval)")
-    rows = [ln for ln in lines[start + 2:] if ln.startswith("| ")][2:]
+    rows = [ln for ln in lines[start + 2:] if ln.startswith("| ")][1:]  # after the header
     rows = rows[:next(i for i, ln in enumerate(rows) if ln.startswith("| *real persona*")) + 1]
     assert [r.split(" | ")[0] for r in rows] == ["| teacher", "| student", "| quantized", "| *real persona*"], rows
     assert all("[" in r.split(" | ")[2] for r in rows[:3])  # hits@1 with its interval

@@ -25,9 +25,9 @@ class PipelineConfig(Section):
                                                          "student, quantize: the quantized student, promote: the "
                                                          "model the quality gate chose)")
     min_quality_retained: float = Field(
-        0.8, ge=0.0, le=1.0, description="quality gate: the quantized student is served only if it keeps this share "
-                                         "of the teacher's quality (teacher ppl / its ppl, as report.md chains it); "
-                                         "else the quantized teacher is")
+        0.8, ge=0.0, description="quality gate: the quantized student is served only if it keeps this share of "
+                                 "the teacher's quality (teacher ppl / its ppl, as report.md chains it; a student can "
+                                 "exceed 1.0); else the quantized teacher is")
     serve_port: int = Field(0, ge=0, le=65535, description="0: a free port")
     sample_questions: int = Field(3, ge=0, description="held-out questions every model answers in the report")
     sample_max_tokens: int = Field(48, ge=1)
