@@ -84,3 +84,18 @@ def test_gptq_perplexity_and_size(gptq_artifact):
     # fp32 input 1.32 MB -> int4 linears + fp16 embedding (which dominates this tiny model): < 40% of the input
     assert after["weight_bytes"] < 0.40 * before["weight_bytes"]
     assert after["decode_tokens_per_s"] > 0 and before["decode_tokens_per_s"] > 0
+
+
+def test_gptqmodel_logs_go_to_the_cache(tmp_path, monkeypatch):
+    """GPTQModel writes its per-run log under ./logs of the working directory unless pointed elsewhere: a checkout
+    must never collect them (quantize/gptq.py points them at the cache; .gitignore has logs/ as well)."""
+    from gptqmodel.looper.loop_processor import LoopProcessor
+
+    from quantize.gptq import logs_to_cache
+
+    monkeypatch.setenv("PERSONAGPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    logs_to_cache()
+    path = LoopProcessor._build_log_file_path("gptq", "now")
+    assert path.parent == tmp_path / "cache" / "gptqmodel-logs" and path.parent.is_dir()
+    assert not (tmp_path / "logs").exists()
