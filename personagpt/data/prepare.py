@@ -18,8 +18,16 @@ from tqdm import tqdm
 
 from personagpt.artifacts import new_manifest, staging_dir, write_manifest
 from personagpt.config import Config
+from personagpt.data.privacy import pseudonymize, scrub
 from personagpt.data.readers import read_source
-from personagpt.data.samples import Candidate, candidates, choose_persona, sample_key, split_of
+from personagpt.data.samples import (
+    Candidate,
+    candidates,
+    choose_persona,
+    sample_key,
+    sessions_as_conversations,
+    split_of,
+)
 from personagpt.errors import DataError
 from personagpt.template import IGNORE_INDEX, encode_sample
 
@@ -80,18 +88,20 @@ def _length_stats(lengths: list[int]) -> dict[str, Any]:
 def prepare(cfg: Config, out: str | Path, progress: bool = True) -> dict[str, Any]:
     d = cfg.data
     t0 = time.time()
-    source = read_source(d.format, d.path)
+    source = read_source(d.format, d.path, d.export)
     persona = choose_persona(source, d.persona)
+    persona_name = source.names.get(persona)
+    # Personal data leaves the text here, before the tokenizer is trained or anything is written.
+    privacy: dict[str, Any] = {"scrubbed": scrub(source, d.scrub_kinds, tuple(d.phone_regions))}
+    if d.pseudonymize:
+        privacy["pseudonymized_speakers"] = pseudonymize(source, persona)
     convs = [c for c in source.conversations if any(t.speaker == persona for t in c.turns)]
     if d.max_conversations is not None:
         convs = convs[: d.max_conversations]
-    # Without conversation ids (CSV without the column), every session is its own conversation for the split.
+    # Without conversation ids (CSV without the column) or one chat being the whole export, every session is its
+    # own conversation for the split.
     if source.stats.get("per_session_conversations"):
-        from personagpt.data.samples import split_sessions
-        from personagpt.data.types import Conversation
-
-        sessions = split_sessions(convs[0].turns, d.session_gap_seconds, False) if convs else []
-        convs = [Conversation(id=f"session{i}", turns=s, system=None) for i, s in enumerate(sessions)]
+        convs = sessions_as_conversations(convs, d.session_gap_seconds)
     split_by_conv = _assign_splits([c.id for c in convs], d)
 
     cands: dict[str, list[Candidate]] = {s: [] for s in SPLITS}
@@ -143,7 +153,8 @@ def prepare(cfg: Config, out: str | Path, progress: bool = True) -> dict[str, An
         manifest = new_manifest(
             "dataset", "data-prepare",
             config={"data": d.model_dump(mode="json"), "model": cfg.model.model_dump(mode="json")},
-            source=source.name, persona=persona,
+            source=source.name, persona=persona, **({"persona_name": persona_name} if persona_name else {}),
+            privacy=privacy,
             tokenizer={"source": tok_source, "vocab_size": len(tok), "chat_template": tok.chat_template},
             counts={"conversations_with_persona": len(convs), "dropped_too_long_or_empty": dropped_long,
                     "duplicates_removed": duplicates, **source.stats},

@@ -1,4 +1,5 @@
-"""Readers for the three input formats. Errors name the file, the line/row and the column/key."""
+"""Readers of the input formats (chitchat, csv, jsonl here; the chat exports in personagpt/data/exports/).
+Errors name the file, the line/row and the column/key."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ CSV_USER = "user"
 CSV_PERSONA = "persona"
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     if not path.is_file():
         raise DataError(f"{path}: input file not found")
     raw = path.read_bytes()
@@ -52,7 +53,7 @@ def read_csv(path: str | Path) -> Source:
     Row numbers count the header as row 1, as a spreadsheet shows them.
     """
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
@@ -116,7 +117,7 @@ def read_jsonl(path: str | Path) -> Source:
     "id"?}`` (OpenAI chat format). The speaker of a turn is its ``name``, else its ``role``; a system message
     becomes the conversation's system prompt."""
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path)
     convs: list[Conversation] = []
     any_names = False
     seen_ids: set[str] = set()
@@ -186,7 +187,15 @@ def read_chitchat() -> Source:
     return Source(name="chitchat-dataset", conversations=convs)
 
 
-def read_source(fmt: str, path: Path | None) -> Source:
+def read_source(fmt: str, path: Path | None, export=None) -> Source:
+    """The conversations of ``path`` in format ``fmt``; ``export`` (data.export) configures the chat exports."""
+    if fmt in ("telegram", "whatsapp", "discord"):
+        import importlib
+
+        from personagpt.config.data import ExportConfig
+
+        reader = getattr(importlib.import_module(f"personagpt.data.exports.{fmt}"), f"read_{fmt}")
+        return reader(path, export or ExportConfig())
     if fmt == "chitchat":
         return read_chitchat()
     if fmt == "csv":

@@ -12,7 +12,8 @@ from personagpt.errors import DataError
 
 
 def choose_persona(source: Source, persona: str) -> str:
-    """``most_active``: the speaker with the most turns (ties by name); else the id must exist."""
+    """``most_active``: the speaker with the most turns (ties by name); else a speaker id (a Telegram id also
+    without its ``user`` prefix) or a display name (exact, else ignoring case) that names exactly one speaker."""
     counts = collections.Counter(t.speaker for c in source.conversations for t in c.turns)
     if not counts:
         raise DataError(f"{source.name}: no conversation turns found")
@@ -20,10 +21,20 @@ def choose_persona(source: Source, persona: str) -> str:
         if source.default_persona is not None:
             return source.default_persona
         return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
-    if persona not in counts:
-        top = ", ".join(f"{s} ({n})" for s, n in counts.most_common(5))
-        raise DataError(f"data.persona: unknown persona {persona!r} in {source.name}; most active speakers: {top}")
-    return persona
+    if persona in counts:
+        return persona
+    if f"user{persona}" in counts:
+        return f"user{persona}"
+    for same in (lambda a, b: a == b, lambda a, b: a.casefold() == b.casefold()):
+        ids = sorted(s for s in counts if same(source.names.get(s, s), persona))
+        if len(ids) == 1:
+            return ids[0]
+        if len(ids) > 1:
+            raise DataError(f"data.persona: display name {persona!r} is ambiguous in {source.name}: speakers "
+                            f"{', '.join(ids)}; give an id (personagpt data inspect lists them)")
+    top = ", ".join(f"{s} ({n})" if s not in source.names else f"{s} {source.names[s]!r} ({n})"
+                    for s, n in counts.most_common(5))
+    raise DataError(f"data.persona: unknown persona {persona!r} in {source.name}; most active speakers: {top}")
 
 
 def split_sessions(turns: list[Turn], gap_seconds: float, merge_consecutive: bool) -> list[list[Turn]]:
@@ -31,14 +42,25 @@ def split_sessions(turns: list[Turn], gap_seconds: float, merge_consecutive: boo
     sessions: list[list[Turn]] = []
     for t in turns:
         if not sessions or t.gap > gap_seconds:
-            sessions.append([Turn(t.speaker, t.text, t.gap, t.context)])
+            sessions.append([Turn(t.speaker, t.text, t.gap, t.context, t.time)])
             continue
         cur = sessions[-1]
         if merge_consecutive and cur[-1].speaker == t.speaker:
-            cur[-1] = Turn(t.speaker, cur[-1].text + "\n" + t.text, cur[-1].gap, cur[-1].context)
+            cur[-1] = Turn(t.speaker, cur[-1].text + "\n" + t.text, cur[-1].gap, cur[-1].context, cur[-1].time)
         else:
-            cur.append(Turn(t.speaker, t.text, t.gap, t.context))
+            cur.append(Turn(t.speaker, t.text, t.gap, t.context, t.time))
     return sessions
+
+
+def sessions_as_conversations(convs: list[Conversation], gap_seconds: float) -> list[Conversation]:
+    """Every session its own conversation (the unit of the split), named by its conversation and start time
+    (stable when messages are added), or ``sessionN`` without times (a CSV without conversation ids)."""
+    out = []
+    for conv in convs:
+        for i, s in enumerate(split_sessions(conv.turns, gap_seconds, False)):
+            sid = f"{conv.id}@{int(s[0].time)}" if s[0].time is not None else f"session{i}"
+            out.append(Conversation(id=sid, turns=s, system=conv.system))
+    return out
 
 
 def split_of(conv_id: str, seed: int, val_fraction: float, test_fraction: float) -> str:

@@ -11,6 +11,7 @@ class Turn:
     text: str
     gap: float = 0.0  # seconds since the previous turn of the conversation (0 for the first)
     context: str = ""  # free-text context preceding this turn (CSV Context column); used at a session start
+    time: float | None = None  # when it was sent (epoch seconds, UTC), where the source says so
 
 
 @dataclass
@@ -28,3 +29,4 @@ class Source:
     conversations: list[Conversation]
     default_persona: str | None = None  # used for persona=most_active when the source has no speaker ids
     stats: dict = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # speaker id -> display name, where they differ (exports)
