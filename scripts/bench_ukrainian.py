@@ -42,10 +42,10 @@ def ukrainian_texts(n_docs: int, max_chars: int) -> list[str]:
 
 
 def start_token_id(tok) -> int:
+    vocab = tok.get_vocab()
     for t in START_TOKENS:
-        tid = tok.convert_tokens_to_ids(t)
-        if isinstance(tid, int) and tid != tok.unk_token_id:
-            return tid
+        if t in vocab:
+            return vocab[t]
     raise SystemExit(f"no document-start token ({', '.join(START_TOKENS)}) in the tokenizer")
 
 
