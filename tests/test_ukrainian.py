@@ -120,7 +120,8 @@ def test_gemma3_template_labels_only_the_reply(gemma3):
     reply = [t for t, lab in zip(enc["input_ids"], enc["labels"], strict=True) if lab != IGNORE_INDEX]
     assert tok.decode(reply) == "Добре, дякую 😊<end_of_turn>"
     ids = tok(UK_TEXT, add_special_tokens=False)["input_ids"]
-    assert tok.decode(ids) == UK_TEXT and len(ids) / len(UK_TEXT) < 0.5
+    assert tok.decode(ids) == UK_TEXT
+    assert len(tok("Привіт! Як справи?", add_special_tokens=False)["input_ids"]) == 6  # При віт ! ▁Як ▁справи ?
     # Gemma's BPE merges, not the GGUF loader's Unigram reading of its scores ("▁c", "ap", "it", "al"), and a BOS
     enc = tok("The capital of France is")["input_ids"]
     assert tok.convert_ids_to_tokens(enc) == ["<bos>", "The", "▁capital", "▁of", "▁France", "▁is"]
