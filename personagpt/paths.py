@@ -42,8 +42,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PERSONAGPT_CACHE", ROOT / ".cache")).resolve()
 
 
+def model_cache_dir(name: str) -> Path:
+    """A converted pretrained model (personagpt/gguf_models.py): $PERSONAGPT_CACHE/models/NAME."""
+    return cache_dir() / "models" / name
+
+
 def smollm2_dir() -> Path:
-    return cache_dir() / "models" / "smollm2-135m-instruct"
+    return model_cache_dir("smollm2-135m-instruct")
+
+
+def gemma3_dir() -> Path:
+    return model_cache_dir("gemma-3-270m")
 
 
 def served_name(model: str) -> str:

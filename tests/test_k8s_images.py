@@ -114,7 +114,8 @@ def test_build_inputs_exist_and_pass_the_dockerignore(dockerfile):
         assert extra == "base" or extra in PYPROJECT["optional-dependencies"], \
             f"{dockerfile}: pins.py {extra}: no such extra in pyproject.toml"
     if dockerfile == "train.Dockerfile":  # the image has what `make setup` gives the main environment
-        assert {"train", "quantize", "loadtest", "onnx-cpu", "onnx-gpu", "model-nodeps"} <= set(extras), extras
+        assert {"train", "quantize", "loadtest", "models", "onnx-cpu", "onnx-gpu",
+                "model-nodeps"} <= set(extras), extras
     assert not dockerignore_allows(ignore, ".venv") and not dockerignore_allows(ignore, ".cache/models")
     assert not dockerignore_allows(ignore, "runs/tiny/teacher/model.safetensors")
 

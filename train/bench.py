@@ -106,7 +106,7 @@ def worker(a) -> None:
 
     dist = init_distributed()
     cfg = load_config(PRESETS[a.model])
-    source = resolve_model_source(cfg.model, convert_smollm2=not a.random_init)
+    source = resolve_model_source(cfg.model, convert_missing=not a.random_init)
     dtype = pick_dtype("auto", dist.device)
     torch.manual_seed(0)
     from transformers import AutoConfig, AutoModelForCausalLM

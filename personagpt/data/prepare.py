@@ -40,16 +40,15 @@ SPLITS = ("train", "val", "test")
 
 
 def load_tokenizer_for(cfg: Config, train_texts):
-    """The model's own tokenizer (pretrained / smollm2) or a BPE trained on the train split (scratch)."""
+    """The model's own tokenizer (pretrained / smollm2 / gemma3) or a BPE trained on the train split (scratch)."""
     from personagpt.tokenizer import load_tokenizer, train_bpe
 
     if cfg.model.source == "scratch":
         return train_bpe(train_texts, cfg.model.vocab_size), "bpe-trained-on-train-split"
-    if cfg.model.source == "smollm2":
-        from personagpt.paths import smollm2_dir
-        from personagpt.smollm2 import convert
+    if cfg.model.source in ("smollm2", "gemma3"):
+        from personagpt.gguf_models import converted_dir
 
-        return load_tokenizer(convert(smollm2_dir())), "smollm2"
+        return load_tokenizer(converted_dir(cfg.model.source)), cfg.model.source
     path = Path(cfg.model.path)
     if not (path / "tokenizer_config.json").is_file() and not (path / "tokenizer.json").is_file():
         raise DataError(f"model.path: {path}: no tokenizer found")

@@ -1,6 +1,6 @@
 """The model a run starts from: a tiny Llama from the ``model:`` config, or a local Hugging Face checkpoint
-(``model.source: pretrained`` with ``model.path``, or the converted SmolLM2 teacher); LoRA adapters (peft) and
-activation checkpointing on top."""
+(``model.source: pretrained`` with ``model.path``, or a converted package model: smollm2, gemma3); LoRA adapters
+(peft) and activation checkpointing on top."""
 
 from __future__ import annotations
 
@@ -21,18 +21,16 @@ class ModelSource:
         return "scratch" if self.path is None else str(self.path)
 
 
-def resolve_model_source(model_cfg, convert_smollm2: bool = True) -> ModelSource:
+def resolve_model_source(model_cfg, convert_missing: bool = True) -> ModelSource:
     """Where the starting weights come from; a missing folder is an error naming ``model.path``."""
     if model_cfg.source == "scratch":
         return ModelSource("scratch", None)
-    if model_cfg.source == "smollm2":
-        from personagpt.paths import smollm2_dir
+    if model_cfg.source in ("smollm2", "gemma3"):
+        from personagpt.gguf_models import converted_dir
 
-        path = smollm2_dir()
-        if convert_smollm2 and not (path / "config.json").is_file():
-            from personagpt.smollm2 import convert
-
-            convert(path)
+        path = converted_dir(model_cfg.source, convert_if_missing=False)
+        if convert_missing and not (path / "config.json").is_file():
+            converted_dir(model_cfg.source)
         return ModelSource("pretrained", path)
     path = Path(model_cfg.path)
     if not path.exists():
