@@ -3,7 +3,7 @@ a table of validation perplexity, quality retained, parameter ratio and decode s
 
     python distill/bench.py --config configs/smollm2-persona.yaml --teacher runs/smollm2-persona/teacher \\
         --arm kd=alpha=0.5 --arm ce_only=alpha=0 [--arm NAME=key=value,key=value ...] \\
-        [--steps 120] [--layers 10] [--ranks 2] [--reuse] [shared key=value ...]
+        [--steps 120] [--layers 10] [--ranks 2] [--reuse] [--student NAME=PATH] [shared key=value ...]
 
 Rules:
 
@@ -21,6 +21,9 @@ Rules:
   parameter ratio, decode tokens/s of teacher and student with the same code, prompts and batch.
 - ``--reuse`` skips an arm whose student artifact exists and was made with the same command (arm.json); a changed
   arm is run again.
+- ``--student NAME=PATH`` adds a student artifact made elsewhere (the demo's ``runs/NAME/student``) as an arm
+  without training it again; its row comes from its manifest like every arm's. It must name the same teacher (by
+  content hash), else the bench stops.
 - KD vs CE-only: every CE-only arm (alpha 0) is compared with each KD arm of the same student shape and steps.
 - Output: results.md and results.json in the bench folder. Not a test: a measurement.
 """
@@ -151,6 +154,24 @@ def run_arm(args, name: str, extra: list[str], out: Path) -> dict[str, Any]:
     return summarize(json.loads(manifest.read_text()), rec)
 
 
+def existing_arm(args, spec: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=PATH``: a student artifact distilled elsewhere from the same teacher, as a row."""
+    name, eq, path = spec.partition("=")
+    manifest = Path(path) / "manifest.json"
+    if not eq or not manifest.is_file():
+        raise SystemExit(f"--student {spec!r}: expected NAME=PATH of a student artifact (no {manifest})")
+    m = json.loads(manifest.read_text())
+    teacher = json.loads((args.teacher / "manifest.json").read_text()).get("content_hash")
+    theirs = m.get("parents", {}).get("teacher", {}).get("content_hash")
+    if theirs != teacher:
+        raise SystemExit(f"--student {spec!r}: distilled from another teacher ({theirs} != {teacher})")
+    cmd = m.get("command") or []
+    rec = {"argv": cmd, "overrides": [f"(artifact {path})"], "shared_overrides": [],
+           "wall_s": m["metrics"].get("wall_seconds", "n/a")}
+    print(f"[{name}] existing artifact {manifest.parent}", flush=True)
+    return name.strip(), summarize(m, rec)
+
+
 def summarize(m: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
     """One arm's row, from its student manifest."""
     d, s = m["distillation"], m["distillation"]["student"]
@@ -240,6 +261,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=None, help="student depth for every arm (default: the config's)")
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--student", action="append", default=[], metavar="NAME=PATH",
+                    help="an existing student artifact of the same teacher as an arm (repeatable)")
     ap.add_argument("--reuse", action="store_true", help="skip arms whose artifact exists with the same command")
     ap.add_argument("--out", type=Path, default=None, help="default: runs/NAME/bench/distill")
     ap.add_argument("overrides", nargs="*", help="key=value for every arm")
@@ -252,7 +275,8 @@ def main(argv=None) -> int:
     name = json.loads((args.teacher / "manifest.json").read_text())["config"].get("name", "run")
     out = (args.out or RunLayout.of(name).bench("distill")).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    results = {k: run_arm(args, k, v, out) for k, v in arms.items()}
+    results = dict(existing_arm(args, spec) for spec in args.student)
+    results |= {k: run_arm(args, k, v, out) for k, v in arms.items()}
     comparisons = kd_vs_ce(results)
     command = "python distill/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
     tmp = out / "results.json.tmp"

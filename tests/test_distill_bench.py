@@ -39,3 +39,40 @@ def test_kd_is_compared_with_the_ce_only_arm_of_the_same_shape_steps_and_data():
     assert "KD vs CE-only: kd val ppl 80.00 vs ce 100.00: KD 20.0% lower (goal >= 10%: met)" in md
     assert sum(line.startswith("|") for line in md.splitlines()) == 2 + len(results)  # header, separator, arms
     assert "no CE-only arm" in markdown({"kd": _row(0.5, 80.0)}, [], "cmd")
+
+
+def _student_manifest(teacher_hash):
+    return {"parents": {"teacher": {"content_hash": teacher_hash}}, "command": ["distill/run.py"],
+            "config": {"data": {"train_samples": "reply"},
+                       "distill": {"student": {"num_attention_heads": None, "num_key_value_heads": None,
+                                               "keep_layers": None, "layer_selection": "influence"}}},
+            "metrics": {"steps": 16, "label_tokens_seen": 5, "tokens_seen": 50, "wall_seconds": 812.5},
+            "distillation": {"objective": {"alpha": 0.5}, "student_num_parameters": 85e6,
+                             "teacher_num_parameters": 134e6, "params_ratio": 0.632, "teacher_val_ppl": 35.8,
+                             "student_start_val_ppl": 380.0, "student_val_ppl": 94.9, "quality_retained": 0.377,
+                             "teacher_decode_tokens_per_s": 27.0, "student_decode_tokens_per_s": 46.5,
+                             "decode_speedup": 1.72,
+                             "student": {"num_hidden_layers": 16, "hidden_size": 576, "intermediate_size": 1536,
+                                         "keep_layers": [0, 1], "layer_selection": {"method": "influence"}}}}
+
+
+def test_an_existing_student_of_the_same_teacher_is_an_arm(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from distill.bench import existing_arm
+
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    teacher.mkdir()
+    student.mkdir()
+    (teacher / "manifest.json").write_text(json.dumps({"content_hash": "abc"}))
+    (student / "manifest.json").write_text(json.dumps(_student_manifest("abc")))
+    args = SimpleNamespace(teacher=teacher)
+    name, row = existing_arm(args, f"demo={student}")
+    assert name == "demo" and row["student_val_ppl"] == 94.9 and row["wall_s"] == 812.5
+    assert row["student"]["layer_selection"] == "influence" and row["steps"] == 16
+    (student / "manifest.json").write_text(json.dumps(_student_manifest("other")))
+    with pytest.raises(SystemExit, match="another teacher"):
+        existing_arm(args, f"demo={student}")
+    with pytest.raises(SystemExit, match="expected NAME=PATH"):
+        existing_arm(args, f"demo={tmp_path / 'missing'}")
