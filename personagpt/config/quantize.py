@@ -78,9 +78,9 @@ class QuantizeConfig(Section):
     # what is quantized besides the decoder's Linear layers (null: the method's default)
     lm_head: bool | None = Field(
         None, description="quantize the output projection too. onnx (default true): MatMulNBits like the Linears; "
-                          "gptq (default false): GPTQModel's lm_head option, a tied embedding is untied first (the "
-                          "head gets its own 4-bit copy); int8: not supported (vLLM's compressed-tensors loader "
-                          "keeps the head in float)")
+                          "gptq, int8: not supported, refused with the reason (quantize/inputs.py: a GPTQ head does "
+                          "not load in transformers and GPTQModel refuses tied embeddings; an int8 head would store a "
+                          "tied table twice)")
     embedding: bool | None = Field(
         None, description="quantize the input embedding too. onnx (default true): GatherBlockQuantized, the same "
                           "blocks and bits as the head; a tied embedding is stored once, shared with the head's "
