@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from distill.losses import divergence, hidden_loss, kd_mask
-from personagpt.evaluate import token_losses
 from personagpt.template import IGNORE_INDEX
 
 
@@ -87,17 +86,22 @@ class DistillObjective:
             self._hidden_index = torch.tensor(self.hidden_channels, dtype=torch.long, device=t_h.device)
         return t_h.index_select(-1, self._hidden_index)
 
-    def kd_sum(self, s_logits: torch.Tensor, t_logits: torch.Tensor, labels: torch.Tensor,
-               attention_mask: torch.Tensor, n_label: torch.Tensor) -> torch.Tensor:
-        """T²·(mean divergence over the micro-batch's KD positions) x its label-token count: a per-token mean
+    def scored_positions(self, labels: torch.Tensor, attention_mask: torch.Tensor):
+        """The KD positions and the CE (label) positions ``[B, T-1]``, and the sequence positions where either is
+        true in some row: the only ones whose logits the loss needs (``logits_to_keep``)."""
+        kd = kd_mask(labels, attention_mask, self.c.kd_positions, IGNORE_INDEX)
+        ce = labels[:, 1:] != IGNORE_INDEX
+        return kd, ce, (kd | ce).any(dim=0).nonzero().squeeze(1)
+
+    def kd_sum(self, s_logits: torch.Tensor, t_logits: torch.Tensor, kd: torch.Tensor,
+               n_label: torch.Tensor) -> torch.Tensor:
+        """T²·(mean divergence over the micro-batch's KD positions ``kd``) x its label-token count: a per-token mean
         expressed as a sum like CE's, so that the loop's division by the global batch's label tokens leaves KD and
         CE on one scale whichever positions KD covers (with ``kd_positions: assistant`` this is exactly the sum over
-        the label positions)."""
+        the label positions). Only the KD positions reach the vocabulary-wide softmax."""
         c = self.c
-        mask = kd_mask(labels, attention_mask, c.kd_positions, IGNORE_INDEX)
-        kd = divergence(s_logits[:, :-1], t_logits[:, :-1], c.loss, c.temperature, c.beta, c.skew)
-        mask = mask.to(kd.dtype)
-        return (kd * mask).sum() / mask.sum().clamp_min(1.0) * n_label.to(kd.dtype) * c.temperature ** 2
+        d = divergence(s_logits[kd], t_logits[kd], c.loss, c.temperature, c.beta, c.skew)
+        return d.sum() / kd.sum().clamp_min(1) * n_label.to(d.dtype) * c.temperature ** 2
 
     def __call__(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         c = self.c
@@ -107,19 +111,30 @@ class DistillObjective:
             batch = self.student_rollout(model, batch)
             self.on_policy_batches += 1
         want_hidden = c.hidden_weight > 0
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    output_hidden_states=want_hidden)
-        with torch.no_grad():
-            t_out = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 output_hidden_states=want_hidden)
-        labels = batch["labels"]
-        n_label = (labels[:, 1:] != IGNORE_INDEX).sum()
-        kd_sum = self.kd_sum(out.logits, t_out.logits, labels, batch["attention_mask"], n_label)
-        ce_sum, _ = token_losses(out.logits, labels)
         # on-policy replies have no ground truth: only the teacher's judgement counts there
         alpha = 1.0 if on_policy else c.alpha
+        # CE only (alpha 0, no hidden matching): the teacher is not run at all, as a plain fine-tune would not
+        use_teacher = alpha > 0 or want_hidden
+        labels = batch["labels"]
+        kd, ce, keep = self.scored_positions(labels, batch["attention_mask"])
+        if not use_teacher:
+            kd = torch.zeros_like(kd)
+            keep = ce.any(dim=0).nonzero().squeeze(1)
+        # the LM heads only where the loss looks (with kd_positions assistant: the replies, ~11% of the tokens)
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    output_hidden_states=want_hidden, logits_to_keep=keep)
+        kd, ce, target = kd[:, keep], ce[:, keep], labels[:, 1:][:, keep]
+        n_label = ce.sum()
+        ce_sum = torch.nn.functional.cross_entropy(out.logits[ce].float(), target[ce], reduction="sum")
+        t_out = None
+        kd_sum = torch.zeros((), device=ce_sum.device)
+        if use_teacher:
+            with torch.no_grad():
+                t_out = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     output_hidden_states=want_hidden, logits_to_keep=keep)
+            kd_sum = self.kd_sum(out.logits, t_out.logits, kd, n_label)
         loss_sum = alpha * kd_sum + (1 - alpha) * ce_sum
-        n_kd = kd_mask(labels, batch["attention_mask"], c.kd_positions, IGNORE_INDEX).sum()
+        n_kd = kd.sum()
         # the loop reports per-label-token means: this one is the KD positions per label token
         metrics = {"kd": kd_sum.detach(), "ce": ce_sum.detach(), "kd_positions": n_kd.detach()}
         if want_hidden:

@@ -31,11 +31,12 @@ def collate(batch: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed next-token cross-entropy over labelled (assistant) tokens, and their count."""
-    shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
-                                             shift_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss, (shift_labels != IGNORE_INDEX).sum()
+    keep = shift_labels != IGNORE_INDEX
+    # only the labelled positions go through the vocabulary-wide softmax (a chat sample's reply is ~11% of its
+    # tokens): the same sum, a fraction of the work and memory
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1][keep].float(), shift_labels[keep], reduction="sum")
+    return loss, keep.sum()
 
 
 @torch.no_grad()

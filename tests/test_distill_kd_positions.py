@@ -101,3 +101,19 @@ def test_padding_never_counts_in_all_mode():
     padded = {k: v.clone() for k, v in batch.items()}
     padded["input_ids"][1, 4:] = 13  # other token ids under the padding mask: same loss
     assert obj(student, padded)[0].item() == pytest.approx(base, rel=1e-9)
+
+
+def test_ce_only_never_runs_the_teacher():
+    """alpha 0 without hidden matching is a plain fine-tune: the teacher is not called, the loss is the CE sum."""
+    batch = _batch()
+    student = _model(1)
+
+    def teacher(**_):
+        raise AssertionError("the teacher ran for a CE-only objective")
+
+    obj = DistillObjective(DistillConfig(alpha=0.0), teacher, [0, 1], pad_id=0, eos_ids=[2], seed=0)
+    loss_sum, metrics = obj(student, batch)
+    with torch.no_grad():
+        s_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    ce = -sum(math.log(_softmax(s_logits[b, t].tolist())[int(batch["labels"][b, t + 1])]) for b, t in ASSISTANT)
+    assert loss_sum.item() == pytest.approx(ce, rel=1e-6) and metrics["kd"].item() == 0.0  # CE in float32
