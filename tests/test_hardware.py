@@ -66,3 +66,13 @@ def test_pipeline_auto_uses_the_capability(flags):
     cap = CpuCapability.from_flags(flags.split())
     assert quantize_method(load_config(TINY, []), cap) == ("gptq" if torch.cuda.is_available() else "int8")
     assert quantize_method(load_config(TINY, ["pipeline.quantize_method=onnx"]), cap) == "onnx"
+
+
+def test_cpu_compute_dtype_keeps_bfloat16_only_where_the_cpu_has_it():
+    from personagpt.hardware import cpu_compute_dtype
+
+    avx2, zen4, spr = (CpuCapability.from_flags(f.split()) for f in (AVX2, ZEN4, SPR))
+    assert cpu_compute_dtype("bfloat16", avx2) == "float32"  # AVX2 emulates bf16
+    assert cpu_compute_dtype("bfloat16", zen4) == "bfloat16" and cpu_compute_dtype("bfloat16", spr) == "bfloat16"
+    assert cpu_compute_dtype("float16", zen4) == "float32"
+    assert cpu_compute_dtype("float32", avx2) == "float32"

@@ -111,9 +111,11 @@ def evaluate_hf(name: str, path: Path, dtype: str, inputs: Inputs, clf: Authorsh
     from personagpt.eval.generate import HFGenerator
     from personagpt.eval.ranking import HFScorer
     from personagpt.evaluate import perplexity
+    from personagpt.hardware import cpu_compute_dtype
     from personagpt.models import load_model, weight_bytes
 
     e, t0 = cfg.eval, time.perf_counter()
+    dtype = cpu_compute_dtype(dtype)  # the models are scored on the CPU: half precision only where it is native
     model, tok = load_model(path, dtype=getattr(torch, dtype))
     log(f"{name}: loaded {path} ({dtype}) in {time.perf_counter() - t0:.1f} s")
     t = time.perf_counter()
