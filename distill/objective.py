@@ -86,11 +86,11 @@ class DistillObjective:
             self._hidden_index = torch.tensor(self.hidden_channels, dtype=torch.long, device=t_h.device)
         return t_h.index_select(-1, self._hidden_index)
 
-    def scored_positions(self, labels: torch.Tensor, attention_mask: torch.Tensor):
-        """The KD positions and the CE (label) positions ``[B, T-1]``, and the sequence positions where either is
-        true in some row: the only ones whose logits the loss needs (``logits_to_keep``)."""
-        kd = kd_mask(labels, attention_mask, self.c.kd_positions, IGNORE_INDEX)
+    def scored_positions(self, labels: torch.Tensor, attention_mask: torch.Tensor, with_kd: bool = True):
+        """The KD positions (none without ``with_kd``) and the CE (label) positions ``[B, T-1]``, and the sequence
+        positions where either is true in some row: the only ones whose logits the loss needs (``logits_to_keep``)."""
         ce = labels[:, 1:] != IGNORE_INDEX
+        kd = kd_mask(labels, attention_mask, self.c.kd_positions, IGNORE_INDEX) if with_kd else torch.zeros_like(ce)
         return kd, ce, (kd | ce).any(dim=0).nonzero().squeeze(1)
 
     def kd_sum(self, s_logits: torch.Tensor, t_logits: torch.Tensor, kd: torch.Tensor,
@@ -116,10 +116,7 @@ class DistillObjective:
         # CE only (alpha 0, no hidden matching): the teacher is not run at all, as a plain fine-tune would not
         use_teacher = alpha > 0 or want_hidden
         labels = batch["labels"]
-        kd, ce, keep = self.scored_positions(labels, batch["attention_mask"])
-        if not use_teacher:
-            kd = torch.zeros_like(kd)
-            keep = ce.any(dim=0).nonzero().squeeze(1)
+        kd, ce, keep = self.scored_positions(labels, batch["attention_mask"], with_kd=use_teacher)
         # the LM heads only where the loss looks (with kd_positions assistant: the replies, ~11% of the tokens)
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     output_hidden_states=want_hidden, logits_to_keep=keep)

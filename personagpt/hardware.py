@@ -116,7 +116,7 @@ def auto_quantize_method(device: str, cpu: CpuCapability | None = None) -> str:
 def cpu_compute_dtype(stored: str, cpu: CpuCapability | None = None) -> str:
     """The dtype a model whose float tensors are stored in ``stored`` runs in on this CPU: bfloat16 only where the
     CPU computes it natively (avx512_bf16 or AMX); float16, and bfloat16 elsewhere, run in float32. On an AVX2-only
-    CPU torch emulates bfloat16: the eval stage scored the demo's int8 student (bf16 side tensors) in 260 s against
+    CPU torch emulates bfloat16: the eval stage scored the demo's int8 student (bf16 side tensors) in 263 s against
     74 s for its float32 input (2026-12-02)."""
     if stored not in ("bfloat16", "float16"):
         return stored
