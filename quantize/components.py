@@ -57,7 +57,9 @@ def component_costs(artifact: Path, cfg) -> dict[str, Any]:
                           "weight_bytes": onnx_weight_bytes(folder)}
             log(f"components: {name} quantized: ppl {ppl['ppl']:.3f} ({rows[name]['ppl_increase_pct']:+.2f}%), "
                 f"{rows[name]['weight_bytes'] / 1e6:.2f} MB")
-    return {"scheme": f"int{q.onnx.bits} g{q.onnx.block_size} accuracy_level {q.onnx.accuracy_level}",
+    head = f", head int{q.onnx.head_bits}" if q.onnx.head_bits not in (None, q.onnx.bits) else ""
+    asym = " asym" if not q.onnx.symmetric else ""
+    return {"scheme": f"int{q.onnx.bits}{asym} g{q.onnx.block_size}{head} accuracy_level {q.onnx.accuracy_level}",
             "tokens": base["tokens"], "rows": rows}
 
 

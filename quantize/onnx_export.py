@@ -106,7 +106,9 @@ def quantize_onnx_weights(src: Path, dst: Path, o, lm_head: bool = True, embeddi
 
     blockwise (default): every Linear's MatMul becomes MatMulNBits — ``o.bits`` weights with one scale per
     ``o.block_size`` inputs; with accuracy_level 4 its input is rounded to int8 per block at run time (int8 dot
-    products, the fast path on CPUs). ``linears=False`` leaves the decoder's Linears in float (the benchmark's
+    products, the fast path on CPUs). ``o.head_bits`` gives the head and the embedding their own bits (8 with 4-bit
+    Linears: the table that scores every token keeps its precision); ``o.symmetric=false`` gives the Linears a zero
+    point per block. ``linears=False`` leaves the decoder's Linears in float (the benchmark's
     per-component costs). ``lm_head``: the output projection too; ``embedding``: the embedding Gather
     becomes GatherBlockQuantized, sharing a tied head's quantized table (quantize/onnx_head.py). Attention and
     rotary MatMuls stay float.
@@ -127,7 +129,7 @@ def quantize_onnx_weights(src: Path, dst: Path, o, lm_head: bool = True, embeddi
                 "activations": "uint8, one scale per tensor, computed at run time (dynamic)",
                 "lm_head": True, "embedding": False}
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    from onnxruntime.quantization.onnx_model import ONNXModel
 
     from quantize.onnx_head import find_parts, quantize_gather, untie_head_weight
 
@@ -137,34 +139,51 @@ def quantize_onnx_weights(src: Path, dst: Path, o, lm_head: bool = True, embeddi
         raise RuntimeError("no LM head MatMul found in the exported graph (quantize.lm_head=false skips it)")
     if parts.tied and lm_head:
         untie_head_weight(model, parts)
+    head_bits = o.head_bits or o.bits
     # Only the Linear layers: MatMuls whose weight is a 2-D initializer (not rotary or attention products)
     weights = {t.name for t in model.graph.initializer if len(t.dims) == 2}
     head = parts.head.name if parts.head is not None else None
-    linear = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights
-              and (lm_head if n.name == head else linears)]
-    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in linear]
-    quantizer = MatMulNBitsQuantizer(model, bits=o.bits, block_size=o.block_size, is_symmetric=True,
-                                     accuracy_level=o.accuracy_level, nodes_to_exclude=others,
-                                     op_types_to_quantize=("MatMul",))
-    quantizer.process()
-    graph = quantizer.model.model
-    done = sum(n.op_type == "MatMulNBits" for n in graph.graph.node)
-    if done != len(linear):
-        raise RuntimeError(f"MatMulNBits replaced {done} of {len(linear)} linear MatMuls")
+    matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    linear = [n for n in matmuls if n != head] if linears else []
+    heads = [head] if lm_head and head is not None else []
+    model = _matmul_nbits(model, linear, o.bits, o.block_size, o.symmetric, o.accuracy_level)
+    model = _matmul_nbits(model, heads, head_bits, o.block_size, True, o.accuracy_level)
+    done = sum(n.op_type == "MatMulNBits" for n in model.graph.node)
+    if done != len(linear) + len(heads):
+        raise RuntimeError(f"MatMulNBits replaced {done} of {len(linear) + len(heads)} linear MatMuls")
     stored = None
     if embedding:
-        head_q = next((n for n in graph.graph.node if lm_head and n.output[0] == parts.head.output[0]), None)
-        stored = quantize_gather(graph, parts, o.bits, o.block_size, head_q if parts.tied else None)
-        quantizer.model.clean_initializers()
-    quantizer.model.save_model_to_file(str(dst), use_external_data_format=big)
+        head_q = next((n for n in model.graph.node if lm_head and n.output[0] == parts.head.output[0]), None)
+        stored = quantize_gather(model, parts, head_bits, o.block_size, head_q if parts.tied else None)
+    saved = ONNXModel(model)
+    saved.clean_initializers()
+    saved.save_model_to_file(str(dst), use_external_data_format=big)
     acts = {4: "int8, one scale per block, computed at run time", 3: "bfloat16", 2: "float16"}.get(
         o.accuracy_level, "float32")
-    return {"scheme": "blockwise", "bits": o.bits, "weight_dtype": f"int{o.bits}", "library": lib,
-            "weights": f"int{o.bits}, symmetric, one scale per {o.block_size} inputs (MatMulNBits)",
+    head_note = f"; head and embedding int{head_bits}, symmetric" if head_bits != o.bits or not o.symmetric else ""
+    return {"scheme": "blockwise", "bits": o.bits, "head_bits": head_bits, "symmetric": o.symmetric,
+            "weight_dtype": f"int{o.bits}", "library": lib,
+            "weights": f"int{o.bits}, {'symmetric' if o.symmetric else 'asymmetric (zero point per block)'}, one "
+                       f"scale per {o.block_size} inputs (MatMulNBits){head_note}",
             "activations": acts, "accuracy_level": o.accuracy_level, "block_size": o.block_size,
             "quantized_matmuls": done, "linears": linears, "lm_head": lm_head, "embedding": embedding,
             "tied_embedding": parts.tied,
             "embedding_storage": stored or "float32 (Gather)"}
+
+
+def _matmul_nbits(model, names: list[str], bits: int, block_size: int, symmetric: bool, accuracy_level: int):
+    """``model`` with the MatMuls named ``names`` (and no other) replaced by ORT's MatMulNBits of ``bits``."""
+    if not names:
+        return model
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    keep = set(names)
+    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in keep]
+    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=symmetric,
+                                     accuracy_level=accuracy_level, nodes_to_exclude=others,
+                                     op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    return quantizer.model.model
 
 
 def onnx_weight_bytes(folder: Path) -> int:

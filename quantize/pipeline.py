@@ -46,7 +46,11 @@ def describe(block: dict) -> str:
     acts = " + int8 activations" if block.get("accuracy_level") == 4 else ""
     parts = [p for p, on in (("head", block.get("lm_head")), ("embedding", block.get("embedding"))) if on]
     whole = f", {' + '.join(parts)}" if parts else ", linears only"
-    return f"onnx int{block['bits']} g{block['block_size']}{acts}{whole} (ORT MatMulNBits)"
+    head_bits = block.get("head_bits") or block["bits"]
+    mixed = f", head int{head_bits}" if head_bits != block["bits"] and (block.get("lm_head") or
+                                                                       block.get("embedding")) else ""
+    asym = " asym" if block.get("symmetric") is False else ""
+    return f"onnx int{block['bits']}{asym} g{block['block_size']}{acts}{whole}{mixed} (ORT MatMulNBits)"
 
 
 def load_eval(inp: Inputs, q, tokenizer) -> tuple[list[dict], list[dict]]:

@@ -43,7 +43,13 @@ class OnnxOptions(Section):
                                  "activations rounded to int8 per block at run time (accuracy_level 4) — ORT's LLM "
                                  "recipe; dynamic: MatMulInteger, int8 weights and ONE uint8 scale per activation "
                                  "tensor (SmolLM2 ppl 55.4 -> 5e7 on AVX2 without VNNI, 83.4 with reduce_range)")
-    bits: Literal[4, 8] = Field(8, description="blockwise: weight bits")
+    bits: Literal[4, 8] = Field(8, description="blockwise: weight bits of the decoder's Linears")
+    head_bits: Literal[4, 8] | None = Field(
+        None, description="blockwise: weight bits of the LM head and the embedding (one table when tied); null: "
+                          "`bits`. 8 with bits=4 keeps the table that scores every token at 8 bits (mixed bits)")
+    symmetric: bool = Field(True, description="blockwise: symmetric Linear weights (false: a zero point per block, "
+                                              "finer at 4 bits). The head and embedding stay symmetric, so a tied "
+                                              "table is stored once")
     block_size: Literal[16, 32, 64, 128, 256] = Field(32, description="blockwise: weights per scale along the input")
     accuracy_level: Literal[0, 1, 2, 3, 4] = Field(
         4, description="blockwise: MatMulNBits compute type; 4: int8 activations (fast on CPUs), 3: bfloat16, "
