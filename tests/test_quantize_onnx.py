@@ -213,11 +213,12 @@ def test_component_costs(onnx_artifact, quant_teacher, tiny_dataset):
 
 
 def test_onnx_mixed_bits_keeps_the_head_at_8_bits(onnx_artifact, quant_teacher, tiny_dataset, tmp_path):
-    """``onnx.bits=4`` (``head_bits`` defaults to 8) on the kept fp32 graph: the Linears are 4-bit MatMulNBits, the head 8-bit,
-    and the embedding an 8-bit GatherBlockQuantized reading the head's table (still stored once, no float table
-    left). Its bytes lie between all-int4 and all-int8, and its greedy tokens stay close to fp32, 24 prompts x 24
-    tokens: more prompts identical than all-int4 and a mean common prefix of >= 12 tokens (measured: 16/24
-    identical, prefix 19.8; all-int4 3/24, 9.5). A head packed at the wrong bits diverges at the first token."""
+    """``onnx.bits=4`` (``head_bits`` defaults to 8) on the kept fp32 graph: the Linears are 4-bit MatMulNBits,
+    the head 8-bit, and the embedding an 8-bit GatherBlockQuantized reading the head's table (still stored once,
+    no float table left). Its bytes lie between all-int4 and all-int8, and its greedy tokens stay close to fp32,
+    24 prompts x 24 tokens: more prompts identical than all-int4 and a mean common prefix of >= 12 tokens
+    (measured: 16/24 identical, prefix 19.8; all-int4 3/24, 9.5). A head packed at the wrong bits diverges at the
+    first token."""
     import shutil
 
     import onnx
