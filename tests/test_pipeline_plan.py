@@ -66,3 +66,43 @@ def test_pipeline_serve_names_stages_like_stages_does():
     with pytest.raises(ConfigError, match="'quantized' names a model; pipeline.serve names the stage that makes it, "
                                           "as --stages does: 'quantize'"):
         load_config(TINY, ["pipeline.serve=[quantized]"])
+
+
+def test_a_fresh_start_deletes_old_checkpoints_before_it_is_recorded(tmp_path):
+    """A changed key starts distill fresh. The runner deletes the old config's checkpoints before it records the new
+    attempt, so an attempt that dies before its command's own ``--fresh`` cleanup (here: the command exits 1 at
+    once, as if killed) leaves nothing the next run, seeing an unfinished attempt with the new fingerprint, would
+    resume: that run starts with ``--fresh``, not ``--resume``. (Found on the demo: a run killed seconds into a
+    changed distill stage made the next one resume the old lr's step-16 checkpoint.)"""
+    import json
+    import sys
+
+    from personagpt.errors import StageFailed
+    from personagpt.paths import RunLayout
+    from personagpt.pipeline.runner import Pipeline
+    from personagpt.pipeline.stage import CommandStage
+    from personagpt.training.checkpoints import STATE_FILE, latest_checkpoint, tag_for
+
+    layout = RunLayout(tmp_path / "run")
+    ckpts = layout.work("distill") / "checkpoints"
+    (ckpts / tag_for(16)).mkdir(parents=True)
+    (ckpts / tag_for(16) / STATE_FILE).write_text(json.dumps({"step": 16}))
+    (ckpts / "latest").write_text(tag_for(16))
+    assert latest_checkpoint(ckpts) is not None
+    argvs = []
+
+    def command(ctx):
+        argvs.append(argv := [sys.executable, "-c", "raise SystemExit(1)"])
+        return argv
+
+    stage = CommandStage("distill", lambda ctx: layout.root / "student", ("distill",), (), command, checkpoints=True)
+    ctx = Ctx(TINY, [], load_config(TINY, []), layout, 1)
+    layout.state.parent.mkdir(parents=True, exist_ok=True)
+    layout.state.write_text(json.dumps({"distill": {"fingerprint": "the old config", "status": "done"}}))
+    for attempt in range(2):
+        with pytest.raises(StageFailed):
+            Pipeline(ctx, [stage]).run()
+        assert latest_checkpoint(ckpts) is None, attempt
+        rec = json.loads(layout.state.read_text())["distill"]
+        assert rec["status"] == "failed" and rec["fingerprint"] == fingerprint(stage, ctx, {}), rec
+    assert [a[-1] for a in argvs] == ["--fresh", "--fresh"]

@@ -12,6 +12,8 @@ Crash safety (README "Survives crashes and signals"):
 - A stage's status is ``running`` while it runs, then ``done``, ``failed`` or ``interrupted``. A stage whose record
   is ``running`` (the runner was killed), ``failed`` or ``interrupted`` with the same fingerprint resumes; only
   ``--force`` or a changed fingerprint starts it fresh, and the console says so before checkpoints are deleted.
+  The runner deletes them before it records the fresh attempt: a run killed right after that record then finds
+  no checkpoint of the old config to resume.
 - Every stage process runs in its own process group under the supervisor, which dies with the runner and takes
   the group with it. SIGINT/SIGTERM/SIGHUP stop the stage in flight as a whole (see interrupt.py); the record
   says ``interrupted`` and the runner exits 130/143/129.
@@ -130,6 +132,8 @@ class Pipeline:
         note = stage.start_note(self.ctx, resume)
         if note:
             console.print(f"{label} {note}")
+        if not resume:  # before the attempt is recorded: a kill right after it must not resume another config's
+            stage.discard_checkpoints(self.ctx)
         rec = {"fingerprint": fp, "status": "running", "started": time.time(), "process_groups": []}
         self.state[stage.name] = rec
         self.save_state()

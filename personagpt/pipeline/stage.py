@@ -11,6 +11,7 @@ makes a model also names it (``model``: teacher, student, quantized), as the rep
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,9 @@ class Stage:
     def start_note(self, ctx: Ctx, resume: bool) -> str | None:
         """A line for the console before the stage runs (e.g. where it resumes), or None."""
         return None
+
+    def discard_checkpoints(self, ctx: Ctx) -> None:
+        """Before a fresh start: delete the checkpoints an earlier attempt left (none by default)."""
 
     def model_artifact(self, ctx: Ctx) -> Path:
         """The model artifact a model stage makes (what serving it serves): its output, unless it says otherwise."""
@@ -72,6 +76,14 @@ class CommandStage(Stage):
             return f"resuming from checkpoint {ckpt.path} (step {ckpt.step})"
         return (f"starting fresh: deleting the checkpoints in {ckpt.dir} (they were made with another config or "
                 f"other inputs, or --force was given)")
+
+    def discard_checkpoints(self, ctx: Ctx) -> None:
+        """Delete the work folder's checkpoints. The runner does this before it records a fresh attempt, so a kill
+        between that record and the command's own ``--fresh`` cleanup cannot leave checkpoints of another config
+        that the next run, seeing an unfinished attempt with the same fingerprint, would resume."""
+        ckpt = self.latest_checkpoint(ctx)
+        if ckpt is not None:
+            shutil.rmtree(ckpt.dir)
 
     def run(self, ctx: Ctx, resume: bool, log: Path) -> None:
         argv = self.command(ctx)
