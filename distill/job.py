@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from distill.bridges import check_bridgeable, fit_bridges, gaps
 from distill.importance import importance_channels, narrowed
 from distill.layer_selection import MEASURED
 from distill.objective import DistillObjective
@@ -71,6 +72,11 @@ class DistillJob(TrainingJob):
         s_config = student_config(t_config, self.tcfg.student, keep)
         t_vocab = load_tokenizer(self.teacher_dir).get_vocab()
         self._check_student_path(t_config, t_vocab)
+        if self.tcfg.student.bridge == "linear" and self.tcfg.student.path is None:
+            from transformers import AutoModelForCausalLM
+
+            with torch.device("meta"):
+                check_bridgeable(AutoModelForCausalLM.from_config(s_config))
         return ModelSource("pretrained", self.teacher_dir), StudentSpec(t_config, keep, s_config, t_vocab)
 
     def _check_student_path(self, teacher_config, teacher_vocab: dict[str, int]) -> None:
@@ -147,7 +153,30 @@ class DistillJob(TrainingJob):
         if width_info is not None:
             info["width_selection"] = width_info
         info["hidden_channels"] = width.hidden if width is not None else None
+        if scfg.bridge == "linear" and scfg.init == "teacher" and gaps(keep):
+            info["bridge"] = self._bridged(teacher, student, keep, info["hidden_channels"], data, dist)
         return student, keep, config, info
+
+    def _bridged(self, teacher, student, keep: list[int], hidden: list[int] | None, data: JobData, dist):
+        """Fit the linear bridges (:mod:`distill.bridges`) on the first ``bridge_samples`` training samples,
+        each rank on its share of the batches (the sums are all-reduced: every rank gets the same weights)."""
+        from personagpt.data.prepare import read_split, split_label_turns
+
+        scfg = self.tcfg.student
+        samples = read_split(data.dataset_dir, "train")[: scfg.bridge_samples]
+        batches = calibration_batches(data.tokenizer, samples,
+                                      split_label_turns(data.dataset_dir, "train", self.cfg.data.label_turns),
+                                      self.tcfg.max_length or self.cfg.data.max_length, self.tcfg.eval_batch_size,
+                                      dist.device)[dist.rank::dist.world_size]
+        info = fit_bridges(teacher.to(dist.device), student.to(dist.device), keep, batches, scfg.bridge_ridge, hidden)
+        teacher.to("cpu")
+        student.to("cpu")
+        info["samples"] = len(samples)
+        if dist.is_main:
+            print(f"student bridges (linear, {info['seconds']} s on {info['tokens']} tokens): "
+                  + ", ".join(f"layer {g['student_layer']} over teacher {g['teacher_layers_replaced']}: fit error "
+                              f"{g['fit_error_before']} -> {g['fit_error_after']}" for g in info["gaps"]), flush=True)
+        return info
 
     def _measured(self, teacher, data: JobData, dist, measure: Callable[[Any, list], tuple[Any, dict[str, Any]]]):
         """``measure(teacher, batches) -> (choice, info)`` on rank 0, on the first ``selection_samples`` training

@@ -9,7 +9,9 @@ Rules: a shape is ``NAME=key=value,...`` of ``distill.student`` keys over the co
 student is built the way the distill job builds it (same layer and width selection on the first
 ``selection_samples`` training samples, same initialisation) and scored with the same perplexity code as the
 teacher, on the first ``distill.eval_samples`` validation samples of the teacher's dataset. One process, CPU or
-GPU. Writes shapes.json and shapes.md in RunLayout's bench path for distill. Not a test: a measurement.
+GPU. A ``bridge=linear`` shape gets its linear bridges fitted as in the job (:mod:`distill.bridges`, on the
+first ``bridge_samples`` training samples). Writes shapes.json and shapes.md in RunLayout's bench path for distill.
+Not a test: a measurement.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main(argv=None) -> int:
     import torch
 
     from distill.bench import split_top_level
+    from distill.bridges import fit_bridges, gaps
     from distill.importance import importance_channels, narrowed
     from distill.layer_selection import MEASURED
     from distill.student import build_student, calibration_batches, student_config, student_layers
@@ -111,11 +114,20 @@ def main(argv=None) -> int:
                 width, width_info = importance_channels(teacher.to(device), calib, keep, s_config)
             teacher.to("cpu")
             student, _ = build_student(teacher, scfg, seed=cfg.seed, layers=keep, width=width)
+            bridge = None
+            if scfg.bridge == "linear" and scfg.init == "teacher" and gaps(keep):
+                bridge_batches = calibration_batches(
+                    tok, read_split(dataset, "train")[: scfg.bridge_samples],
+                    split_label_turns(dataset, "train", cfg.data.label_turns), max_length, dcfg.eval_batch_size, device)
+                bridge = fit_bridges(teacher.to(device), student.to(device), keep, bridge_batches, scfg.bridge_ridge,
+                                     width.hidden if width is not None else None)
+                teacher.to("cpu")
             rows[name] = {"shape": rest, "layers": len(keep), "keep_layers": keep,
                           "params_ratio": round(sum(p.numel() for p in student.parameters()) / t_params, 3),
                           "ppl": ppl(student),
                           "dropped": (layer_info or {}).get("dropped"),
-                          "importance_kept": (width_info or {}).get("importance_kept")}
+                          "importance_kept": (width_info or {}).get("importance_kept"),
+                          "bridge": bridge}
         del student
         print(f"{name}: {rows[name]}", flush=True)
     out = (args.out or RunLayout.of(cfg.name).bench("distill")).resolve()

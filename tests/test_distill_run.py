@@ -114,17 +114,29 @@ def test_missing_teacher(tmp_path):
     assert proc.returncode == 2 and "distill.teacher" in proc.stderr and "does not exist" in proc.stderr
 
 
+MEASURED_ARGS = ["distill.student.num_hidden_layers=2", "distill.student.layer_selection=influence",
+                 "distill.student.intermediate_size=96", "distill.student.bridge=linear",
+                 "distill.student.bridge_samples=64", "distill.kd_positions=all", "distill.hidden_weight=0.5",
+                 "distill.max_steps=2", "distill.micro_batch_size=4", "distill.global_batch_size=8",
+                 "distill.eval_every=0", "distill.save_every=0", "distill.eval_samples=16", "distill.warmup_steps=1"]
+
+
 @pytest.mark.slow
 def test_measured_selections_on_two_ranks(tiny_teacher, tmp_path):
-    """influence layers and importance widths measured on rank 0 and broadcast; KD on every token."""
+    """influence layers and importance widths measured on rank 0 and broadcast; linear bridges fitted on both
+    ranks' shares with summed statistics (the same fit as one process on all samples); KD on every token."""
     proc = distill([f"distill.teacher={tiny_teacher}", f"distill.work_dir={tmp_path}/run",
-                    f"distill.output_dir={tmp_path}/student", "distill.student.num_hidden_layers=2",
-                    "distill.student.layer_selection=influence", "distill.student.intermediate_size=96",
-                    "distill.kd_positions=all", "distill.hidden_weight=0.5", "distill.max_steps=2",
-                    "distill.micro_batch_size=4", "distill.global_batch_size=8", "distill.eval_every=0",
-                    "distill.save_every=0", "distill.eval_samples=16", "distill.warmup_steps=1"], deepspeed=True)
+                    f"distill.output_dir={tmp_path}/student", *MEASURED_ARGS], deepspeed=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    one = distill([f"distill.teacher={tiny_teacher}", f"distill.work_dir={tmp_path}/run1",
+                   f"distill.output_dir={tmp_path}/student1", *MEASURED_ARGS])
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-5000:]
     d = read_manifest(tmp_path / "student", kind="model")["distillation"]
+    bridge, bridge1 = d["student"]["bridge"], read_manifest(tmp_path / "student1")["distillation"]["student"]["bridge"]
+    assert bridge["samples"] == 64 and bridge["tokens"] == bridge1["tokens"] > 0
+    assert bridge["gaps"] and all(g["fit_error_after"] < g["fit_error_before"] for g in bridge["gaps"])
+    assert [g["fit_error_after"] for g in bridge["gaps"]] == pytest.approx(
+        [g["fit_error_after"] for g in bridge1["gaps"]], abs=2e-4)
     assert d["student"]["layer_selection"]["method"] == "influence" and len(d["student"]["keep_layers"]) == 2
     assert d["student"]["keep_layers"][-1] == 3  # the last layer is kept
     assert d["student"]["width_selection"]["method"] == "importance"

@@ -38,6 +38,16 @@ class StudentConfig(Section):
                                   "neurons, attention heads (whole KV groups) and hidden channels of largest "
                                   "activation on selection_samples training samples (Minitron); first = the "
                                   "leading channels of every dimension")
+    bridge: Literal["linear", "none"] = Field(
+        "none", description="linear = refit the down-projection of the kept layer before each run of dropped "
+                              "layers so its output matches the teacher's hidden state after them, by ridge "
+                              "regression on bridge_samples training samples (ReplaceMe-style, no extra "
+                              "parameters; Llama-style layers only; distill/bridges.py); none = the kept "
+                              "layers as copied")
+    bridge_samples: int = Field(512, ge=1, description="training samples the linear bridges are fitted on")
+    bridge_ridge: float = Field(1.0e-3, ge=0.0, description="ridge strength pulling a bridged down-projection "
+                                                           "toward the teacher's, relative to the mean diagonal "
+                                                           "of its input Gram matrix")
     init: Literal["teacher", "scratch"] = Field(
         "teacher", description="teacher: copy (and slice) the teacher's weights; scratch: random init, same shape")
     path: Path | None = Field(None, description="a ready student model folder instead of pruning the teacher "

@@ -1,0 +1,130 @@
+"""Linear bridges (distill/bridges.py): the refit down-projection is the weighted least-squares solution for the
+teacher's hidden state after the gap, ridge pulls it back to the teacher's, and it brings the student's residual
+stream closer to the teacher's where the dropped layers were."""
+
+import pytest
+import torch
+
+from distill.bridges import check_bridgeable, fit_bridges, gaps
+from distill.student import build_student
+from personagpt.config.distill import StudentConfig
+from personagpt.errors import ConfigError
+
+KEEP = [0, 3, 5]  # two gaps: teacher layers 1-2 after student layer 0, layer 4 after student layer 1
+
+
+def _teacher():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=6,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _batches():
+    torch.manual_seed(1)
+    ids = torch.randint(0, 64, (8, 24))
+    mask = torch.ones_like(ids)
+    mask[3, 15:] = 0
+    mask[6, 10:] = 0
+    return [(ids[i:i + 4], mask[i:i + 4]) for i in (0, 4)]
+
+
+def _student(teacher):
+    return build_student(teacher, StudentConfig(keep_layers=KEEP))[0].eval()
+
+
+@torch.no_grad()
+def _weighted_residual_error(teacher, student) -> list[float]:
+    """Per gap: Σ_t ‖student hidden − teacher hidden‖² / ‖teacher hidden‖² entering the layer after the gap."""
+    errs = [0.0, 0.0]
+    for ids, mask in _batches():
+        t = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        s = student(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        m = mask.bool()
+        for g, (s_in, t_in) in enumerate([(1, 3), (2, 5)]):
+            th, sh = t[t_in][m], s[s_in][m]
+            errs[g] += float((((sh - th) ** 2).sum(-1) / (th ** 2).sum(-1)).sum())
+    return errs
+
+
+def test_gaps_are_the_kept_layers_before_dropped_ones():
+    assert gaps(KEEP) == [0, 1] and gaps([0, 1, 2]) == [] and gaps([2, 3, 7, 9]) == [1, 2]
+
+
+def test_bridges_bring_the_residual_stream_to_the_teachers():
+    teacher = _teacher()
+    student = _student(teacher)
+    before = _weighted_residual_error(teacher, student)
+    untouched = {k: v.clone() for k, v in student.state_dict().items()}
+    info = fit_bridges(teacher, student, KEEP, _batches(), ridge=1e-3)
+    after = _weighted_residual_error(teacher, student)
+    assert [g["teacher_layers_replaced"] for g in info["gaps"]] == [[1, 2], [4]]
+    assert info["tokens"] == 8 * 24 - 9 - 14  # padding never counts
+    for g in info["gaps"]:
+        assert g["fit_error_after"] < g["fit_error_before"]
+    assert after[0] < 0.8 * before[0] and after[1] < before[1], (before, after)
+    changed = {k for k, v in student.state_dict().items() if not torch.equal(v, untouched[k])}
+    assert changed == {"model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"}
+
+
+def test_the_first_bridge_is_the_weighted_least_squares_solution():
+    teacher = _teacher()
+    student = _student(teacher)
+    # the data of the first gap, collected independently: the input of student layer 0's down_proj, and the
+    # residual after its attention = its output minus its down_proj's output
+    acts, resids, targets = [], [], []
+    hook = student.model.layers[0].mlp.down_proj.register_forward_hook(
+        lambda m, a, o: acts.append((a[0], o)))
+    with torch.no_grad():
+        for ids, mask in _batches():
+            s = student(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            t = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            a, o = acts[-1]
+            m = mask.bool()
+            acts[-1] = a[m]
+            resids.append((s[1] - o)[m])
+            targets.append(t[3][m])
+    hook.remove()
+    A, resid, target = (torch.cat(x).double() for x in (acts, resids, targets))
+    w = 1 / target.norm(dim=-1, keepdim=True)
+    expected = torch.linalg.lstsq(A * w, (target - resid) * w).solution.T  # out x in
+    fit_bridges(teacher, student, KEEP, _batches(), ridge=0.0)
+    got = student.model.layers[0].mlp.down_proj.weight.double()
+    assert torch.allclose(got, expected, atol=1e-3, rtol=1e-3), (got - expected).abs().max()
+
+
+def test_a_strong_ridge_keeps_the_teachers_down_projection():
+    teacher = _teacher()
+    student = _student(teacher)
+    w0 = student.model.layers[0].mlp.down_proj.weight.clone()
+    fit_bridges(teacher, student, KEEP, _batches(), ridge=1e6)
+    assert torch.allclose(student.model.layers[0].mlp.down_proj.weight, w0, atol=1e-4)
+
+
+def test_width_pruned_students_match_the_kept_hidden_channels():
+    teacher = _teacher()
+    hidden = list(range(0, 32, 2)) + [1, 3, 5, 7]  # 20 of 32 channels
+    from distill.importance import first_channels
+    from distill.student import student_config
+
+    scfg = StudentConfig(keep_layers=KEEP, hidden_size=20, width_selection="importance")
+    width = first_channels(teacher.config, student_config(teacher.config, scfg, KEEP))
+    width = type(width)(hidden=sorted(hidden), mlp=width.mlp, heads=width.heads, kv_heads=width.kv_heads)
+    student = build_student(teacher, scfg, layers=KEEP, width=width)[0].eval()
+    info = fit_bridges(teacher, student, KEEP, _batches(), ridge=1e-3, hidden_channels=sorted(hidden))
+    assert all(g["fit_error_after"] < g["fit_error_before"] for g in info["gaps"])
+    assert student.model.layers[0].mlp.down_proj.weight.shape == (20, 48)
+
+
+def test_non_llama_layers_are_refused():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    with torch.device("meta"):
+        model = Gemma3ForCausalLM(cfg)
+    with pytest.raises(ConfigError, match="distill.student.bridge: linear needs Llama-style"):
+        check_bridgeable(model)
+    check_bridgeable(_teacher())  # Llama: accepted
