@@ -19,8 +19,8 @@ Rules:
   (RunLayout's bench path); figures come from the student manifest: validation perplexity before (the untrained
   student) and after training, the teacher's on the same samples, quality retained = teacher ppl / student ppl,
   parameter ratio, decode tokens/s of teacher and student with the same code, prompts and batch.
-- ``--reuse`` skips an arm whose student artifact exists and was made with the same command (arm.json); a changed
-  arm is run again.
+- ``--reuse`` skips an arm whose student artifact exists and was made with the same command and the same resolved
+  config file (arm.json); a changed arm, or any arm after a config change, is run again.
 - ``--student NAME=PATH`` adds a student artifact made elsewhere (the demo's ``runs/NAME/student``) as an arm
   without training it again; its row comes from its manifest like every arm's. It must name the same teacher (by
   content hash), else the bench stops.
@@ -118,6 +118,17 @@ def prepare_dataset(args, name: str, data: list[str], out: Path) -> Path:
     return path
 
 
+def config_hash(args) -> str:
+    """The config file's resolved content (comments and key order do not count): an arm is reused only when
+    neither its command nor the config it reads changed."""
+    import hashlib
+
+    from personagpt.config import load_config
+
+    resolved = load_config(args.config, []).model_dump(mode="json")
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run_arm(args, name: str, extra: list[str], out: Path) -> dict[str, Any]:
     arm_dir = out / name
     arm_dir.mkdir(parents=True, exist_ok=True)
@@ -133,9 +144,10 @@ def run_arm(args, name: str, extra: list[str], out: Path) -> dict[str, Any]:
             f"distill.output_dir={arm_dir / 'student'}", "distill.save_every=0", "--fresh"]
     manifest = arm_dir / "student" / "manifest.json"
     stamp = arm_dir / "arm.json"
-    if args.reuse and manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text())["argv"] == body:
+    made = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    if args.reuse and manifest.is_file() and made.get("argv") == body and made.get("config_hash") == config_hash(args):
         print(f"[{name}] reused {manifest.parent}", flush=True)
-        rec = json.loads(stamp.read_text())
+        rec = made
     else:
         if manifest.is_file() and args.reuse:
             print(f"[{name}] arm changed since its artifact was made: running it again", flush=True)
@@ -148,8 +160,8 @@ def run_arm(args, name: str, extra: list[str], out: Path) -> dict[str, Any]:
             rc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ)).returncode
         if rc != 0:
             sys.exit(f"[{name}] failed with exit code {rc}; see {log}")
-        rec = {"argv": body, "overrides": extra, "shared_overrides": args.overrides,
-               "wall_s": round(time.time() - t0, 1)}
+        rec = {"argv": body, "config_hash": config_hash(args), "overrides": extra,
+               "shared_overrides": args.overrides, "wall_s": round(time.time() - t0, 1)}
         stamp.write_text(json.dumps(rec, indent=2) + "\n")
     return summarize(json.loads(manifest.read_text()), rec)
 
