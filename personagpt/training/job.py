@@ -54,6 +54,7 @@ from personagpt.training.model_setup import (
     ModelSource,
     apply_lora,
     build_model,
+    cast_weights,
     count_parameters,
     enable_activation_checkpointing,
     module_names,
@@ -64,8 +65,9 @@ from personagpt.training.model_setup import (
 # logits of the exported model vs the engine on the same batch: both fp32 here, same weights; only summation
 # order may differ (thread count, fused vs separate LoRA matmuls). See tests/test_train_zero.py for the reasoning.
 EXPORT_LOGITS_ATOL = 1e-3
-# bf16 engines (GPUs): the exported fp32 weights are cast back to bf16 and run on the same device; the same bf16
-# kernels on the same weights leave only reduction-order noise, well below bf16's resolution of a logit (~1e-2).
+# bf16 engines (GPUs): the exported fp32 weights are cast back to bf16 as the engine's model was built (buffers such
+# as the rotary frequencies stay fp32) and run on the same device; the same bf16 kernels on the same weights leave
+# only reduction-order noise, well below bf16's resolution of a logit (~1e-2).
 EXPORT_LOGITS_ATOL_BF16 = 5e-2
 # what --fresh removes from the work folder
 WORK_FILES = ("checkpoints", "tensorboard", "metrics.jsonl", LOSS_CURVE, "probe_logits.pt")
@@ -408,8 +410,8 @@ class TrainingJob:
     def _check_export(self, model, probe, engine_logits, eng: Engine, dist: Dist) -> float:
         if eng.info["dtype"] == "float32":
             export_logits, atol = probe_logits(model, probe, "cpu"), EXPORT_LOGITS_ATOL
-        else:  # a bf16 engine: run the exported weights as the engine ran them (same dtype and device)
-            low = copy.deepcopy(model).to(dist.device, eng.dtype)
+        else:  # a bf16 engine: run the exported weights as the engine ran them (bf16 weights, fp32 rotary, same device)
+            low = cast_weights(copy.deepcopy(model).to(dist.device), eng.dtype)
             export_logits, atol = probe_logits(low, probe, dist.device), EXPORT_LOGITS_ATOL_BF16
             del low
         diff = float((export_logits - engine_logits).abs().max())
