@@ -262,10 +262,11 @@ class DistillJob(TrainingJob):
             "teacher_val_ppl": parts.teacher_eval["ppl"], "teacher_val_loss": parts.teacher_eval["loss"],
         }
         evals = [r for r in read_metrics(self.work_dir / "metrics.jsonl") if r["kind"] == "eval"]
-        if evals:
+        final = self.exported_eval  # the exported weights' evaluation (export: last or best)
+        if evals and final:
             # same code, same validation samples: quality retained = teacher ppl / student ppl (1.0 = as good)
-            out.update(student_val_ppl=evals[-1]["ppl"], student_start_val_ppl=evals[0]["ppl"],
-                       quality_retained=parts.teacher_eval["ppl"] / evals[-1]["ppl"])
+            out.update(student_val_ppl=final["ppl"], student_start_val_ppl=evals[0]["ppl"],
+                       quality_retained=parts.teacher_eval["ppl"] / final["ppl"], exported_step=final["step"])
         out.update(self._decode_speeds(data, model, dist))
         return {"distillation": out}
 

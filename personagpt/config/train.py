@@ -77,6 +77,9 @@ class TrainConfig(Section):
     keep_last: int = Field(2, ge=1, description="checkpoints kept (older ones are deleted)")
     log_every: int = Field(1, ge=1, description="metrics line every N steps")
     eval_before: bool = Field(True, description="score the starting model first (the base perplexity)")
+    export: Literal["last", "best"] = Field(
+        "last", description="the weights the artifact gets: the last step's, or those of the evaluation with the "
+                            "lowest validation loss (kept in work_dir/best/; small data overfits)")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     # fault injection for tests: every rank SIGKILLs itself right after this step (no cleanup, like a crash)
     debug_sigkill_at_step: int | None = Field(None, ge=1)

@@ -38,6 +38,8 @@ from personagpt.models import save_model_folder
 from personagpt.paths import LOSS_CURVE, RunLayout
 from personagpt.training import checkpoints
 from personagpt.training.batching import BatchPlan, JobData, TrainData, encode_samples
+from personagpt.training.best import FOLDER as BEST_FOLDER
+from personagpt.training.best import BestWeights
 from personagpt.training.ds_config import build_ds_config, use_torch_adam
 from personagpt.training.env import (
     Dist,
@@ -70,7 +72,7 @@ EXPORT_LOGITS_ATOL = 1e-3
 # only reduction-order noise, well below bf16's resolution of a logit (~1e-2).
 EXPORT_LOGITS_ATOL_BF16 = 5e-2
 # what --fresh removes from the work folder
-WORK_FILES = ("checkpoints", "tensorboard", "metrics.jsonl", LOSS_CURVE, "probe_logits.pt")
+WORK_FILES = ("checkpoints", "tensorboard", "metrics.jsonl", LOSS_CURVE, "probe_logits.pt", BEST_FOLDER)
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class TrainingJob:
         self.work_dir = Path(self.tcfg.work_dir or self.layout.work(self.stage)).resolve()
         self.output_dir = Path(self.tcfg.output_dir or self.default_output()).resolve()
         self.ckpt_dir = self.work_dir / "checkpoints"
+        self.exported_eval: dict[str, Any] | None = None  # the evaluation of the exported weights (export)
 
     # --- the run ------------------------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -355,7 +358,10 @@ class TrainingJob:
             checkpoint_meta={"world_size": dist.world_size, "zero_stage": tcfg.zero_stage, "lora": tcfg.lora.enabled,
                              "global_batch_size": plan.batch.global_batch_size, "total_steps": info["total_steps"],
                              "fingerprint": self.resume_fingerprint(), "dataset_content_hash": data.dataset_hash})
-        trainer = Trainer(eng.engine, data, dist, settings, self.loss_fn(plan, dist, data, parts), logger, t_start)
+        keeper = BestWeights(self.work_dir, eng.engine, probe_batch(data.val, data.tokenizer.pad_token_id), dist) \
+            if tcfg.export == "best" else None
+        trainer = Trainer(eng.engine, data, dist, settings, self.loss_fn(plan, dist, data, parts), logger, t_start,
+                          best=keeper)
         trainer.fit(eng.start_step, eng.resumed_state)
         if logger:
             logger.close()
@@ -379,10 +385,15 @@ class TrainingJob:
     # --- phase 6: consolidation into the model artifact ---------------------------------------------------------
     def export(self, plan: JobPlan, dist: Dist, data: JobData, parts: ModelParts, eng: Engine,
                trainer: Trainer) -> Path:
-        """Engine weights -> HF folder, checked against the engine on a fixed batch; rank 0 writes the artifact."""
+        """Engine weights (the last step's, or with ``export: best`` those of the best evaluation) -> HF folder,
+        checked against the engine's logits on a fixed batch with those weights; rank 0 writes the artifact."""
         probe = probe_batch(data.val, data.tokenizer.pad_token_id)
-        engine_logits = probe_logits(eng.engine.module, probe, dist.device)
-        sd = gather_state_dict(eng.engine, dist.is_main)
+        if trainer.best is None:
+            engine_logits = probe_logits(eng.engine.module, probe, dist.device)
+            sd = gather_state_dict(eng.engine, dist.is_main)
+            self.exported_eval = trainer.state.evals[-1] if trainer.state.evals else None
+        elif dist.is_main:  # saved by every rank's collective gather when that evaluation was the best
+            sd, engine_logits, self.exported_eval = trainer.best.load()
         rank_stats = self._rank_stats(dist)
         if dist.is_main:
             t0 = time.time()
@@ -426,12 +437,14 @@ class TrainingJob:
         plot_loss_curve(records, self.work_dir / LOSS_CURVE, title=f"{self.title} ({self.cfg.name})")
         evals = [r for r in records if r["kind"] == "eval"]
         base = next((r for r in evals if r["step"] == 0), None)
-        final = evals[-1] if evals else None
+        final = self.exported_eval  # the evaluation of the weights the artifact gets
         train_tps = state.tokens_seen / state.train_seconds if state.train_seconds else None
         return {
             "val_loss": final["loss"] if final else None, "val_ppl": final["ppl"] if final else None,
             "base_val_loss": base["loss"] if base else None, "base_val_ppl": base["ppl"] if base else None,
             "val_tokens": final["tokens"] if final else None, "train_loss_last": state.last_train_loss,
+            "export": self.tcfg.export, "exported_step": final["step"] if final else state.step,
+            "last_val_ppl": evals[-1]["ppl"] if evals else None,
             "steps": state.step, "tokens_seen": state.tokens_seen, "label_tokens_seen": state.label_tokens_seen,
             "train_tokens_per_s": round(train_tps, 1) if train_tps else None,
             "train_seconds": round(state.train_seconds, 1), "eval_seconds": round(state.eval_seconds, 1),

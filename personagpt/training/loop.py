@@ -114,9 +114,10 @@ class Trainer:
     """``data``: the job's data (``.train`` batches, ``.val`` encoded validation samples, ``.tokenizer``)."""
 
     def __init__(self, engine, data: JobData, dist, settings: LoopSettings, loss_fn: LossFn = causal_lm_loss,
-                 logger=None, t_start: float | None = None):
+                 logger=None, t_start: float | None = None, best=None):
         self.engine, self.data, self.val, self.tok, self.dist = engine, data.train, data.val, data.tokenizer, dist
         self.s, self.logger, self.loss_fn = settings, logger, loss_fn
+        self.best = best  # personagpt.training.best.BestWeights (export: best), or None
         self.state = LoopState()
         self.t_start = t_start or time.time()
         self.wall_before = 0.0
@@ -136,6 +137,8 @@ class Trainer:
         self.state.evals.append(rec)
         if self.logger:
             self.logger.log(rec)
+        if self.best is not None:
+            self.best.consider(rec)
         return rec
 
     def save(self, step: int) -> None:
@@ -189,6 +192,8 @@ class Trainer:
                 if k in resumed_state:
                     setattr(self.state, k, resumed_state[k])
             self.wall_before = float(resumed_state.get("wall_seconds", 0.0))
+        if self.best is not None:
+            self.best.restore(start_step)
         self.state.step = start_step
         engine.train()
         if start_step == 0 and s.eval_before:
