@@ -67,6 +67,7 @@ def test_student_artifact(student_run, tiny_teacher):
     assert d["student_num_parameters"] == m["model"]["num_parameters"] < d["teacher_num_parameters"]
     assert 0 < d["params_ratio"] < 1 and d["quality_retained"] > 0
     assert d["teacher_val_ppl"] > 1 and d["student_val_ppl"] == pytest.approx(m["metrics"]["val_ppl"])
+    assert (m["metrics"]["export"], m["metrics"]["exported_step"], d["exported_step"]) == ("last", 24, 24)
     assert d["teacher_decode_tokens_per_s"] > 0 and d["student_decode_tokens_per_s"] > 0
     assert (sdir / "training" / "loss_curve.png").stat().st_size > 1000
     model, tok = load_model(sdir)
