@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from personagpt.errors import ArtifactError
 from personagpt.training.checkpoints import tag_for
 from personagpt.training.export import gather_state_dict, probe_logits
 
@@ -83,6 +84,9 @@ class BestWeights:
     def load(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, Any]]:
         """Rank 0 at export: the best weights, the engine's probe logits with them, and their eval record."""
         rec = self.record()
+        if rec is None:
+            raise ArtifactError(f"{self.dir}: no best evaluation saved (export: best was set after the run's last "
+                                f"evaluation, or the folder was removed): rerun with --fresh")
         tag = tag_for(rec["step"])
         return (torch.load(self.dir / f"{tag}.{WEIGHTS}", weights_only=True),
                 torch.load(self.dir / f"{tag}.{PROBE}", weights_only=True), rec)
