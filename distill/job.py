@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from distill.bridges import check_bridgeable, fit_bridges, gaps
+from distill.bridges import bridge_dtype, check_bridgeable, fit_bridges, gaps
 from distill.importance import importance_channels, narrowed
 from distill.layer_selection import MEASURED
 from distill.objective import DistillObjective
@@ -168,7 +168,8 @@ class DistillJob(TrainingJob):
                                       split_label_turns(data.dataset_dir, "train", self.cfg.data.label_turns),
                                       self.tcfg.max_length or self.cfg.data.max_length, self.tcfg.eval_batch_size,
                                       dist.device)[dist.rank::dist.world_size]
-        info = fit_bridges(teacher.to(dist.device), student.to(dist.device), keep, batches, scfg.bridge_ridge, hidden)
+        info = fit_bridges(teacher.to(dist.device), student.to(dist.device), keep, batches, scfg.bridge_ridge, hidden,
+                           bridge_dtype(scfg.bridge_dtype, dist.device))
         teacher.to("cpu")
         student.to("cpu")
         info["samples"] = len(samples)

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     import torch
 
     from distill.bench import split_top_level
-    from distill.bridges import fit_bridges, gaps
+    from distill.bridges import bridge_dtype, fit_bridges, gaps
     from distill.importance import importance_channels, narrowed
     from distill.layer_selection import MEASURED
     from distill.student import build_student, calibration_batches, student_config, student_layers
@@ -120,7 +120,8 @@ def main(argv=None) -> int:
                     tok, read_split(dataset, "train")[: scfg.bridge_samples],
                     split_label_turns(dataset, "train", cfg.data.label_turns), max_length, dcfg.eval_batch_size, device)
                 bridge = fit_bridges(teacher.to(device), student.to(device), keep, bridge_batches, scfg.bridge_ridge,
-                                     width.hidden if width is not None else None)
+                                     width.hidden if width is not None else None,
+                                     bridge_dtype(scfg.bridge_dtype, torch.device(device)))
                 teacher.to("cpu")
             rows[name] = {"shape": rest, "layers": len(keep), "keep_layers": keep,
                           "params_ratio": round(sum(p.numel() for p in student.parameters()) / t_params, 3),

@@ -128,3 +128,35 @@ def test_non_llama_layers_are_refused():
     with pytest.raises(ConfigError, match="distill.student.bridge: linear needs Llama-style"):
         check_bridgeable(model)
     check_bridgeable(_teacher())  # Llama: accepted
+
+
+def test_bridge_dtype_is_bfloat16_only_where_it_is_native():
+    from distill.bridges import bridge_dtype
+
+    cpu = torch.device("cpu")
+    assert bridge_dtype("float32", cpu) == torch.float32 and bridge_dtype("bfloat16", cpu) == torch.bfloat16
+    assert bridge_dtype("auto", cpu, bf16_native=True) == torch.bfloat16  # avx512_bf16 / AMX
+    assert bridge_dtype("auto", cpu, bf16_native=False) == torch.float32  # AVX2: bf16 would be emulated
+    from personagpt.hardware import cpu_compute_dtype
+
+    assert bridge_dtype("auto", cpu) == (torch.bfloat16 if cpu_compute_dtype("bfloat16") == "bfloat16"
+                                         else torch.float32)  # this machine's branch
+
+
+def test_bfloat16_forwards_fit_nearly_the_same_bridges():
+    """Only the forwards run in bf16; the sums and the solve stay fp32/fp64, so the fit barely moves."""
+    teacher = _teacher()
+    fits = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        student = _student(teacher)
+        info = fit_bridges(teacher, student, KEEP, _batches(), ridge=1e-3, dtype=dtype)
+        fits[dtype] = info, student
+    (f32, s32), (b16, s16) = fits[torch.float32], fits[torch.bfloat16]
+    assert (f32["dtype"], b16["dtype"]) == ("float32", "bfloat16")
+    assert all(p.dtype == torch.float32 for p in s16.parameters())  # weights stay fp32
+    for a, b in zip(f32["gaps"], b16["gaps"], strict=True):
+        assert b["fit_error_after"] < b["fit_error_before"]
+        assert b["fit_error_after"] == pytest.approx(a["fit_error_after"], abs=0.02), (a, b)
+    w32 = s32.model.layers[0].mlp.down_proj.weight.detach()
+    w16 = s16.model.layers[0].mlp.down_proj.weight.detach()
+    assert not torch.equal(w32, w16) and float((w16 - w32).norm() / w32.norm()) < 0.05

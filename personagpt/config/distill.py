@@ -45,6 +45,10 @@ class StudentConfig(Section):
                               "parameters; Llama-style layers only; distill/bridges.py); none = the kept "
                               "layers as copied")
     bridge_samples: int = Field(512, ge=1, description="training samples the linear bridges are fitted on")
+    bridge_dtype: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32", description="dtype of the teacher's and student's forwards in the bridge fit (the sums and "
+                               "the solve stay fp32/fp64); auto = bfloat16 where it is native (CUDA, a CPU with "
+                               "avx512_bf16 or AMX), else float32")
     bridge_ridge: float = Field(1.0e-3, ge=0.0, description="ridge strength pulling a bridged down-projection "
                                                            "toward the teacher's, relative to the mean diagonal "
                                                            "of its input Gram matrix")
