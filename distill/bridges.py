@@ -58,19 +58,20 @@ def check_bridgeable(model: torch.nn.Module) -> None:
                           f"to the residual); {type(model).__name__} has other layers (use bridge: none)")
 
 
-def bridge_dtype(name: str, device: torch.device, bf16_native: bool | None = None) -> torch.dtype:
+def bridge_dtype(name: str, device: torch.device, cpu=None) -> torch.dtype:
     """``distill.student.bridge_dtype`` -> the forwards' dtype. ``auto``: bfloat16 where it is native (a CUDA
-    device that supports it, a CPU with avx512_bf16 or AMX; ``bf16_native`` overrides the CPU probe), else
-    float32: an AVX2 CPU emulates bf16 and would be slower."""
-    if name != "auto":
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if bf16_native is None:
-        from personagpt.hardware import cpu_compute_dtype
+    device that supports it: ``personagpt.device.dtype``; a CPU with avx512_bf16 or AMX:
+    ``personagpt.hardware.cpu_compute_dtype``, ``cpu`` a ``CpuCapability`` for tests), else float32: an AVX2 CPU
+    emulates bf16 and would be slower."""
+    from personagpt.device import DTYPES
+    from personagpt.device import dtype as pick_dtype
+    from personagpt.hardware import cpu_compute_dtype
 
-        bf16_native = cpu_compute_dtype("bfloat16") == "bfloat16"
-    return torch.bfloat16 if bf16_native else torch.float32
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cpu":
+        return DTYPES[cpu_compute_dtype("bfloat16", cpu)]
+    return pick_dtype("auto", device)
 
 
 def _forward_dtype(model: torch.nn.Module, dtype: torch.dtype) -> AbstractContextManager:

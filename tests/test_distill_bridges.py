@@ -132,13 +132,12 @@ def test_non_llama_layers_are_refused():
 
 def test_bridge_dtype_is_bfloat16_only_where_it_is_native():
     from distill.bridges import bridge_dtype
+    from personagpt.hardware import CpuCapability, cpu_compute_dtype
 
     cpu = torch.device("cpu")
     assert bridge_dtype("float32", cpu) == torch.float32 and bridge_dtype("bfloat16", cpu) == torch.bfloat16
-    assert bridge_dtype("auto", cpu, bf16_native=True) == torch.bfloat16  # avx512_bf16 / AMX
-    assert bridge_dtype("auto", cpu, bf16_native=False) == torch.float32  # AVX2: bf16 would be emulated
-    from personagpt.hardware import cpu_compute_dtype
-
+    assert bridge_dtype("auto", cpu, CpuCapability(avx2=True, avx512f=True, avx512_bf16=True)) == torch.bfloat16
+    assert bridge_dtype("auto", cpu, CpuCapability(avx2=True)) == torch.float32  # AVX2: bf16 would be emulated
     assert bridge_dtype("auto", cpu) == (torch.bfloat16 if cpu_compute_dtype("bfloat16") == "bfloat16"
                                          else torch.float32)  # this machine's branch
 
