@@ -18,9 +18,17 @@ Rules:
   residual norms (attention sinks) do not decide the fit.
 - Gaps are fitted in order, each on the student's own activations with the earlier bridges already in place, so
   a bridge also corrects the error the layers before it leave. Padding never counts.
-- A gap before the first kept layer (nothing to fold into) or after the last (the teacher's pre-norm output is
-  not exposed) is left as it is; so is a student whose layers are not Llama-style (pre-norm attention and MLP
-  added straight to the residual: Llama, Qwen2, SmolLM2), which is refused with a ConfigError.
+- ``bridge_layers: all`` refits every kept layer's down-projection the same way, in order, each toward the
+  teacher's hidden state after its own teacher layer (the last one: the teacher's final hidden state, before the
+  final norm), so the layers after a gap also absorb what the bridge could not fit. Measured (16 influence layers
+  of the demo teacher, 512 samples, bf16, one process): untrained val ppl 78.06 vs 79.58 for the gaps alone, in
+  173.8 s vs 97.5 s.
+- A gap before the first kept layer (nothing to fold into) is left as it is; so is, with ``gaps``, a gap after the
+  last kept layer. A student whose layers are not Llama-style (pre-norm attention and MLP added straight to the
+  residual: Llama, Qwen2, SmolLM2) is refused with a ConfigError.
+- Cost: both residual streams advance one layer at a time, every calibration batch's hidden state kept between
+  layers (one fp32 hidden-state tensor per batch and model), so each layer runs once per batch, plus once more for a
+  layer being fitted (to collect its sums, then past it with the refit weights).
 - Distributed: every rank accumulates the Gram matrices of its share of the batches; they are summed across
   ranks, so every rank solves the same system and all ranks get the same weights.
 - ``bridge_dtype``: the teacher's and the student's forwards may run in bfloat16 autocast (``auto``: where the
@@ -32,7 +40,6 @@ Rules:
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -74,61 +81,95 @@ def bridge_dtype(name: str, device: torch.device, cpu=None) -> torch.dtype:
     return pick_dtype("auto", device)
 
 
-def _forward_dtype(model: torch.nn.Module, dtype: torch.dtype) -> AbstractContextManager:
-    device_type = next(model.parameters()).device.type
-    return torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
+class _Stream:
+    """The residual stream of one decoder stack on the calibration batches, advanced one layer at a time: every
+    batch's hidden state entering layer ``at`` is kept, so each layer runs once per batch however many layers
+    are fitted. A layer runs through the stack's own forward with its layer list swapped for that one layer and
+    the kept hidden state as ``inputs_embeds`` (the same rotary embedding and causal mask as a whole forward)."""
+
+    def __init__(self, decoder: torch.nn.Module, batches, dtype: torch.dtype):
+        self.decoder, self.batches, self.dtype, self.at = decoder, batches, dtype, 0
+        self.states = [self._run(0, input_ids=ids, attention_mask=mask, capture="input") for ids, mask in batches]
+
+    def _run(self, index: int, capture: str = "output", **inputs) -> torch.Tensor:
+        """The hidden state entering (``capture="input"``) or leaving layer ``index``; nothing after it runs."""
+        layers, layer, seen = self.decoder.layers, self.decoder.layers[index], {}
+
+        def keep_input(module, args, kwargs):
+            seen["h"] = args[0] if args else kwargs["hidden_states"]
+            raise _Stop
+
+        def keep_output(module, args, output):
+            seen["h"] = output[0] if isinstance(output, tuple) else output
+            raise _Stop
+
+        hook = (layer.register_forward_pre_hook(keep_input, with_kwargs=True) if capture == "input"
+                else layer.register_forward_hook(keep_output))
+        if "inputs_embeds" in inputs:
+            self.decoder.layers = torch.nn.ModuleList([layer])
+        try:
+            with torch.autocast(inputs["attention_mask"].device.type, dtype=self.dtype,
+                                enabled=self.dtype != torch.float32):
+                self.decoder(**inputs, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            hook.remove()
+            self.decoder.layers = layers
+        return seen["h"].float()
+
+    def step(self, hooks: dict[str, Any] | None = None, on_batch=None, advance: bool = True) -> None:
+        """Run layer ``at`` on every batch and move the stream past it (``advance=False``: only run it).
+        ``hooks``: forward pre-hooks of the layer's submodules (by name) while it runs; ``on_batch(i, mask)``
+        after each batch."""
+        handles = [self.decoder.layers[self.at].get_submodule(name).register_forward_pre_hook(fn)
+                   for name, fn in (hooks or {}).items()]
+        try:
+            for i, (_, mask) in enumerate(self.batches):
+                out = self._run(self.at, inputs_embeds=self.states[i], attention_mask=mask)
+                if on_batch is not None:
+                    on_batch(i, mask)
+                if advance:
+                    self.states[i] = out
+        finally:
+            for h in handles:
+                h.remove()
+        self.at += advance
+
+    def advance_to(self, index: int) -> None:
+        while self.at < index:
+            self.step()
+
+    def hidden(self, i: int, channels: list[int] | None = None) -> torch.Tensor:
+        """Batch ``i``'s hidden state entering layer ``at``, real tokens only (``channels``: those kept)."""
+        h = self.states[i][self.batches[i][1].bool()]
+        return h if channels is None else h[:, channels]
 
 
-@torch.no_grad()
-def _teacher_targets(teacher, batches, layers: set[int], hidden: list[int] | None,
-                     dtype: torch.dtype = torch.float32) -> list[dict[int, torch.Tensor]]:
-    """Per batch: the teacher's hidden state entering each of ``layers``, real tokens only (kept channels)."""
-    decoder = teacher.base_model  # the decoder stack without the LM head: no vocabulary-sized logits
-    out = []
-    for input_ids, attention_mask in batches:
-        with _forward_dtype(teacher, dtype):
-            hs = decoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
-                         use_cache=False).hidden_states
-        mask = attention_mask.bool()
-        out.append({i: (hs[i][mask] if hidden is None else hs[i][mask][:, hidden]).float() for i in layers})
-    return out
-
-
-@torch.no_grad()
-def _gap_statistics(student, layer_index: int, batches, targets: list[torch.Tensor],
-                    dtype: torch.dtype = torch.float32):
-    """Weighted sums over this rank's tokens: ``G = Σ w² a aᵀ``, ``B = Σ w² a rᵀ``, ``rr = Σ w² ‖r‖²``."""
-    layer = student.model.layers[layer_index]
+def _layer_statistics(student: _Stream, teacher: _Stream, hidden: list[int] | None):
+    """Run the student's layer ``student.at`` (the stream stays before it) and accumulate over this rank's tokens
+    the weighted sums ``G = Σ w² a aᵀ``, ``B = Σ w² a rᵀ``, ``rr = Σ w² ‖r‖²`` of its down-projection's fit to
+    the teacher's hidden state where the teacher's stream stands."""
+    proj = student.decoder.layers[student.at].mlp.down_proj
+    n_in, n_out = proj.in_features, proj.out_features
+    G = torch.zeros(n_in, n_in, dtype=torch.float64, device=proj.weight.device)
+    B = torch.zeros(n_in, n_out, dtype=torch.float64, device=proj.weight.device)
+    rr = torch.zeros((), dtype=torch.float64, device=proj.weight.device)
     seen: dict[str, torch.Tensor] = {}
 
-    def stop(*_):
-        raise _Stop
+    def accumulate(i: int, mask: torch.Tensor) -> None:
+        nonlocal rr
+        m = mask.bool()
+        target = teacher.hidden(i, hidden)
+        w = 1.0 / target.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        act = seen["act"][m].float() * w
+        r = (target - seen["resid"][m].float()) * w
+        G.add_((act.T @ act).double())
+        B.add_((act.T @ r).double())
+        rr += (r.double() ** 2).sum()
 
-    hooks = [layer.post_attention_layernorm.register_forward_pre_hook(lambda m, a: seen.__setitem__("resid", a[0])),
-             layer.mlp.down_proj.register_forward_pre_hook(lambda m, a: seen.__setitem__("act", a[0])),
-             layer.register_forward_hook(stop)]
-    n_in, n_out = layer.mlp.down_proj.in_features, layer.mlp.down_proj.out_features
-    dev = next(student.parameters()).device
-    G = torch.zeros(n_in, n_in, dtype=torch.float64, device=dev)
-    B = torch.zeros(n_in, n_out, dtype=torch.float64, device=dev)
-    rr = torch.zeros((), dtype=torch.float64, device=dev)
-    try:
-        for (input_ids, attention_mask), target in zip(batches, targets, strict=True):
-            try:
-                with _forward_dtype(student, dtype):  # the sums below stay fp32/fp64
-                    student(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-            except _Stop:
-                pass
-            mask = attention_mask.bool()
-            w = 1.0 / target.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-            act = seen["act"][mask].float() * w
-            r = (target - seen["resid"][mask].float()) * w
-            G += (act.T @ act).double()
-            B += (act.T @ r).double()
-            rr += (r.double() ** 2).sum()
-    finally:
-        for h in hooks:
-            h.remove()
+    student.step({"post_attention_layernorm": lambda m, a: seen.__setitem__("resid", a[0]),
+                  "mlp.down_proj": lambda m, a: seen.__setitem__("act", a[0])}, accumulate, advance=False)
     return G, B, rr
 
 
@@ -145,35 +186,47 @@ def _relative_error(W: torch.Tensor, G, B, rr) -> float:
     return float(err / rr)
 
 
+def fitted_layers(keep: list[int], layers: str) -> list[int]:
+    """The student layers whose down-projection is refit: ``gaps`` = those before a run of dropped layers,
+    ``all`` = every kept layer."""
+    return gaps(keep) if layers == "gaps" else list(range(len(keep)))
+
+
 @torch.no_grad()
 def fit_bridges(teacher: torch.nn.Module, student: torch.nn.Module, keep: list[int], batches,
                 ridge: float, hidden_channels: list[int] | None = None,
-                dtype: torch.dtype = torch.float32) -> dict[str, Any]:
-    """Refit the down-projection before every gap of ``keep`` in place (``batches``: this rank's share of the
-    calibration ``(input_ids, attention_mask)`` batches, on the models' device; ``dtype``: the forwards');
-    returns the manifest's facts."""
+                dtype: torch.dtype = torch.float32, layers: str = "gaps") -> dict[str, Any]:
+    """Refit the down-projections of ``fitted_layers(keep, layers)`` in place, in order (``batches``: this rank's
+    share of the calibration ``(input_ids, attention_mask)`` batches, on the models' device; ``dtype``: the
+    forwards'); returns the manifest's facts."""
     check_bridgeable(student)
     started = time.perf_counter()
     teacher.eval()
     student.eval()
-    fitted = gaps(keep)
-    targets = _teacher_targets(teacher, batches, {keep[s + 1] for s in fitted}, hidden_channels, dtype)
+    fitted = set(fitted_layers(keep, layers))
+    t_stream, s_stream = _Stream(teacher.base_model, batches, dtype), _Stream(student.model, batches, dtype)
     report = []
-    for s in fitted:
-        G, B, rr = _gap_statistics(student, s, batches, [t[keep[s + 1]] for t in targets], dtype)
-        _all_reduce(G, B, rr)
+    for s in range(len(keep)):
+        if s not in fitted:
+            s_stream.step()
+            continue
+        # target: the teacher's stream entering the next kept layer; after the last, the final norm's input
+        t_stream.advance_to(keep[s + 1] if s + 1 < len(keep) else teacher.config.num_hidden_layers)
         proj = student.model.layers[s].mlp.down_proj
         W0 = proj.weight.double()
+        G, B, rr = _layer_statistics(s_stream, t_stream, hidden_channels)
+        _all_reduce(G, B, rr)
         lam = ridge * G.diagonal().mean()
         eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
         W = torch.linalg.solve(G + lam * eye, B + lam * W0.T).T
         before, after = _relative_error(W0, G, B, rr), _relative_error(W, G, B, rr)
         proj.weight.copy_(W.to(proj.weight.dtype))
-        report.append({"student_layer": s, "teacher_layers_replaced": list(range(keep[s] + 1, keep[s + 1])),
+        s_stream.step()  # past the layer with its refit weights: the next fits see the student's own stream
+        report.append({"student_layer": s, "teacher_layers_replaced": list(range(keep[s] + 1, keep[s + 1]))
+                       if s + 1 < len(keep) else list(range(keep[s] + 1, teacher.config.num_hidden_layers)),
                        "fit_error_before": round(before, 4), "fit_error_after": round(after, 4)})
     tokens = torch.tensor(float(sum(int(m.sum()) for _, m in batches)), dtype=torch.float64,
                           device=next(student.parameters()).device)
     _all_reduce(tokens)
-    return {"method": "linear", "ridge": ridge, "dtype": str(dtype).removeprefix("torch."), "gaps": report,
-            "tokens": int(tokens),
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {"method": "linear", "layers": layers, "ridge": ridge, "dtype": str(dtype).removeprefix("torch."),
+            "gaps": report, "tokens": int(tokens), "seconds": round(time.perf_counter() - started, 1)}

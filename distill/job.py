@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from distill.bridges import bridge_dtype, check_bridgeable, fit_bridges, gaps
+from distill.bridges import bridge_dtype, check_bridgeable, fit_bridges, fitted_layers
 from distill.importance import importance_channels, narrowed
 from distill.layer_selection import MEASURED
 from distill.objective import DistillObjective
@@ -153,7 +153,7 @@ class DistillJob(TrainingJob):
         if width_info is not None:
             info["width_selection"] = width_info
         info["hidden_channels"] = width.hidden if width is not None else None
-        if scfg.bridge == "linear" and scfg.init == "teacher" and gaps(keep):
+        if scfg.bridge == "linear" and scfg.init == "teacher" and fitted_layers(keep, scfg.bridge_layers):
             info["bridge"] = self._bridged(teacher, student, keep, info["hidden_channels"], data, dist)
         return student, keep, config, info
 
@@ -169,7 +169,7 @@ class DistillJob(TrainingJob):
                                       self.tcfg.max_length or self.cfg.data.max_length, self.tcfg.eval_batch_size,
                                       dist.device)[dist.rank::dist.world_size]
         info = fit_bridges(teacher.to(dist.device), student.to(dist.device), keep, batches, scfg.bridge_ridge, hidden,
-                           bridge_dtype(scfg.bridge_dtype, dist.device))
+                           bridge_dtype(scfg.bridge_dtype, dist.device), scfg.bridge_layers)
         teacher.to("cpu")
         student.to("cpu")
         info["samples"] = len(samples)

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     import torch
 
     from distill.bench import split_top_level
-    from distill.bridges import bridge_dtype, fit_bridges, gaps
+    from distill.bridges import bridge_dtype, fit_bridges, fitted_layers
     from distill.importance import importance_channels, narrowed
     from distill.layer_selection import MEASURED
     from distill.student import build_student, calibration_batches, student_config, student_layers
@@ -115,13 +115,14 @@ def main(argv=None) -> int:
             teacher.to("cpu")
             student, _ = build_student(teacher, scfg, seed=cfg.seed, layers=keep, width=width)
             bridge = None
-            if scfg.bridge == "linear" and scfg.init == "teacher" and gaps(keep):
+            if scfg.bridge == "linear" and scfg.init == "teacher" and fitted_layers(keep, scfg.bridge_layers):
                 bridge_batches = calibration_batches(
                     tok, read_split(dataset, "train")[: scfg.bridge_samples],
                     split_label_turns(dataset, "train", cfg.data.label_turns), max_length, dcfg.eval_batch_size, device)
                 bridge = fit_bridges(teacher.to(device), student.to(device), keep, bridge_batches, scfg.bridge_ridge,
                                      width.hidden if width is not None else None,
-                                     bridge_dtype(scfg.bridge_dtype, torch.device(device)))
+                                     bridge_dtype(scfg.bridge_dtype, torch.device(device)),
+                                     scfg.bridge_layers)
                 teacher.to("cpu")
             rows[name] = {"shape": rest, "layers": len(keep), "keep_layers": keep,
                           "params_ratio": round(sum(p.numel() for p in student.parameters()) / t_params, 3),

@@ -159,3 +159,37 @@ def test_bfloat16_forwards_fit_nearly_the_same_bridges():
     w32 = s32.model.layers[0].mlp.down_proj.weight.detach()
     w16 = s16.model.layers[0].mlp.down_proj.weight.detach()
     assert not torch.equal(w32, w16) and float((w16 - w32).norm() / w32.norm()) < 0.05
+
+
+@torch.no_grad()
+def _final_hidden_error(teacher, student) -> float:
+    """Σ_t ‖student − teacher‖² / ‖teacher‖² of the hidden state entering the final norm (the last layer's output)."""
+    err = 0.0
+    for ids, mask in _batches():
+        seen = []
+        hooks = [m.model.norm.register_forward_pre_hook(lambda mod, a: seen.append(a[0])) for m in (teacher, student)]
+        teacher(input_ids=ids, attention_mask=mask)
+        student(input_ids=ids, attention_mask=mask)
+        for h in hooks:
+            h.remove()
+        m = mask.bool()
+        th, sh = seen[0][m], seen[1][m]
+        err += float((((sh - th) ** 2).sum(-1) / (th ** 2).sum(-1)).sum())
+    return err
+
+
+def test_all_layers_refits_every_kept_layer_in_order():
+    """``layers="all"``: the gaps are fitted exactly as alone, then every other kept layer too, the last one to the
+    teacher's final hidden state, which the student's then matches more closely."""
+    teacher = _teacher()
+    gaps_only, every = _student(teacher), _student(teacher)
+    info_gaps = fit_bridges(teacher, gaps_only, KEEP, _batches(), ridge=1e-3)
+    info_all = fit_bridges(teacher, every, KEEP, _batches(), ridge=1e-3, layers="all")
+    assert info_all["layers"] == "all" and [g["student_layer"] for g in info_all["gaps"]] == [0, 1, 2]
+    assert info_all["gaps"][:2] == info_gaps["gaps"]
+    assert info_all["gaps"][2]["teacher_layers_replaced"] == []  # the teacher's last layer is kept
+    assert info_all["gaps"][2]["fit_error_after"] < info_all["gaps"][2]["fit_error_before"]
+    for name in ("model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"):
+        assert torch.equal(every.state_dict()[name], gaps_only.state_dict()[name])
+    assert not torch.equal(every.model.layers[2].mlp.down_proj.weight, gaps_only.model.layers[2].mlp.down_proj.weight)
+    assert _final_hidden_error(teacher, every) < 0.9 * _final_hidden_error(teacher, gaps_only)

@@ -44,6 +44,11 @@ class StudentConfig(Section):
                               "regression on bridge_samples training samples (ReplaceMe-style, no extra "
                               "parameters; Llama-style layers only; distill/bridges.py); none = the kept "
                               "layers as copied")
+    bridge_layers: Literal["gaps", "all"] = Field(
+        "gaps", description="which kept layers get their down-projection refit: gaps = the layer before each run of "
+                            "dropped layers; all = every kept layer, in order, each to the teacher's hidden state "
+                            "after its own teacher layer (layer-wise reconstruction: later layers also absorb "
+                            "what the earlier bridges could not fit)")
     bridge_samples: int = Field(512, ge=1, description="training samples the linear bridges are fitted on")
     bridge_dtype: Literal["float32", "bfloat16", "auto"] = Field(
         "float32", description="dtype of the teacher's and student's forwards in the bridge fit (the sums and "
