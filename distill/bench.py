@@ -196,7 +196,10 @@ def summarize(m: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
            "layer_selection": (s.get("layer_selection") or {}).get("method", "keep_layers" if cfg["distill"][
                "student"]["keep_layers"] else cfg["distill"]["student"]["layer_selection"]),
            "width_selection": (s.get("width_selection") or {}).get("method"),
-           "bridge": (s.get("bridge") or {}).get("method", "none")},
+           "bridge": (s.get("bridge") or {}).get("method", "none"),
+           "bridge_layers": (s.get("bridge") or {}).get("layers", "gaps"),
+           # the bridges' fit decides the start: arms fitted differently are different students
+           "bridge_fit": {k: (s.get("bridge") or {}).get(k) for k in ("samples", "ridge", "dtype")}},
         "objective": d["objective"], "steps": m["metrics"]["steps"], "train_samples": cfg["data"]["train_samples"],
         "label_tokens_seen": m["metrics"]["label_tokens_seen"], "tokens_seen": m["metrics"]["tokens_seen"],
         "student_num_parameters": d["student_num_parameters"], "teacher_num_parameters": d["teacher_num_parameters"],
@@ -246,7 +249,8 @@ def markdown(results: dict[str, dict[str, Any]], comparisons: list[dict[str, Any
         widths = f"{s['hidden_size']}/{s['intermediate_size']}/{s['num_attention_heads'] or '-'}/" \
                  f"{s['num_key_value_heads'] or '-'}"
         sel = s["layer_selection"] + (f", {s['width_selection']}" if s["width_selection"] else "") + \
-            (f", {s['bridge']} bridges" if s.get("bridge", "none") != "none" else "")
+            (f", {s['bridge']} bridges" if s.get("bridge", "none") != "none" else "") + \
+            (" on all layers" if s.get("bridge_layers") == "all" else "")
         q = r["quality_retained"]
         lines.append(
             f"| {name} | {' '.join(r['overrides']) or '-'} | {s['num_hidden_layers']} | {widths} | {sel} | "

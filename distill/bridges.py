@@ -27,8 +27,8 @@ Rules:
   last kept layer. A student whose layers are not Llama-style (pre-norm attention and MLP added straight to the
   residual: Llama, Qwen2, SmolLM2) is refused with a ConfigError.
 - Cost: both residual streams advance one layer at a time, every calibration batch's hidden state kept between
-  layers (one fp32 hidden-state tensor per batch and model), so each layer runs once per batch, plus once more for a
-  layer being fitted (to collect its sums, then past it with the refit weights).
+  layers (one fp32 hidden-state tensor per batch and model), so each layer runs once per batch; a fitted layer's
+  MLP activations are kept while it is fitted, and its output with the refit weights is computed from them.
 - Distributed: every rank accumulates the Gram matrices of its share of the batches; they are summed across
   ranks, so every rank solves the same system and all ranks get the same weights.
 - ``bridge_dtype``: the teacher's and the student's forwards may run in bfloat16 autocast (``auto``: where the
@@ -136,6 +136,10 @@ class _Stream:
                 h.remove()
         self.at += advance
 
+    def move_past(self, states: list[torch.Tensor]) -> None:
+        """Move past layer ``at`` with its outputs computed elsewhere (``states``: one per batch)."""
+        self.states, self.at = states, self.at + 1
+
     def advance_to(self, index: int) -> None:
         while self.at < index:
             self.step()
@@ -149,16 +153,19 @@ class _Stream:
 def _layer_statistics(student: _Stream, teacher: _Stream, hidden: list[int] | None):
     """Run the student's layer ``student.at`` (the stream stays before it) and accumulate over this rank's tokens
     the weighted sums ``G = Σ w² a aᵀ``, ``B = Σ w² a rᵀ``, ``rr = Σ w² ‖r‖²`` of its down-projection's fit to
-    the teacher's hidden state where the teacher's stream stands."""
+    the teacher's hidden state where the teacher's stream stands; and per batch the layer's residual after
+    attention and its down-projection's input, from which its output with any weights follows."""
     proj = student.decoder.layers[student.at].mlp.down_proj
     n_in, n_out = proj.in_features, proj.out_features
     G = torch.zeros(n_in, n_in, dtype=torch.float64, device=proj.weight.device)
     B = torch.zeros(n_in, n_out, dtype=torch.float64, device=proj.weight.device)
     rr = torch.zeros((), dtype=torch.float64, device=proj.weight.device)
     seen: dict[str, torch.Tensor] = {}
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def accumulate(i: int, mask: torch.Tensor) -> None:
         nonlocal rr
+        kept.append((seen["resid"], seen["act"]))
         m = mask.bool()
         target = teacher.hidden(i, hidden)
         w = 1.0 / target.norm(dim=-1, keepdim=True).clamp_min(1e-6)
@@ -170,7 +177,7 @@ def _layer_statistics(student: _Stream, teacher: _Stream, hidden: list[int] | No
 
     student.step({"post_attention_layernorm": lambda m, a: seen.__setitem__("resid", a[0]),
                   "mlp.down_proj": lambda m, a: seen.__setitem__("act", a[0])}, accumulate, advance=False)
-    return G, B, rr
+    return G, B, rr, kept
 
 
 def _all_reduce(*tensors: torch.Tensor) -> None:
@@ -214,14 +221,17 @@ def fit_bridges(teacher: torch.nn.Module, student: torch.nn.Module, keep: list[i
         t_stream.advance_to(keep[s + 1] if s + 1 < len(keep) else teacher.config.num_hidden_layers)
         proj = student.model.layers[s].mlp.down_proj
         W0 = proj.weight.double()
-        G, B, rr = _layer_statistics(s_stream, t_stream, hidden_channels)
+        G, B, rr, kept = _layer_statistics(s_stream, t_stream, hidden_channels)
         _all_reduce(G, B, rr)
         lam = ridge * G.diagonal().mean()
         eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
         W = torch.linalg.solve(G + lam * eye, B + lam * W0.T).T
         before, after = _relative_error(W0, G, B, rr), _relative_error(W, G, B, rr)
         proj.weight.copy_(W.to(proj.weight.dtype))
-        s_stream.step()  # past the layer with its refit weights: the next fits see the student's own stream
+        # past the layer with its refit weights (its output is residual + down_proj(a)): the next fits see the
+        # student's own stream
+        s_stream.move_past([resid + proj(act.to(proj.weight.dtype)) for resid, act in kept])
+        del kept
         report.append({"student_layer": s, "teacher_layers_replaced": list(range(keep[s] + 1, keep[s + 1]))
                        if s + 1 < len(keep) else list(range(keep[s] + 1, teacher.config.num_hidden_layers)),
                        "fit_error_before": round(before, 4), "fit_error_after": round(after, 4)})
@@ -229,4 +239,4 @@ def fit_bridges(teacher: torch.nn.Module, student: torch.nn.Module, keep: list[i
                           device=next(student.parameters()).device)
     _all_reduce(tokens)
     return {"method": "linear", "layers": layers, "ridge": ridge, "dtype": str(dtype).removeprefix("torch."),
-            "gaps": report, "tokens": int(tokens), "seconds": round(time.perf_counter() - started, 1)}
+            "fits": report, "tokens": int(tokens), "seconds": round(time.perf_counter() - started, 1)}

@@ -174,9 +174,9 @@ class DistillJob(TrainingJob):
         student.to("cpu")
         info["samples"] = len(samples)
         if dist.is_main:
-            print(f"student bridges (linear, {info['seconds']} s on {info['tokens']} tokens): "
+            print(f"student bridges (linear, {info['layers']}, {info['seconds']} s on {info['tokens']} tokens): "
                   + ", ".join(f"layer {g['student_layer']} over teacher {g['teacher_layers_replaced']}: fit error "
-                              f"{g['fit_error_before']} -> {g['fit_error_after']}" for g in info["gaps"]), flush=True)
+                              f"{g['fit_error_before']} -> {g['fit_error_after']}" for g in info["fits"]), flush=True)
         return info
 
     def _measured(self, teacher, data: JobData, dist, measure: Callable[[Any, list], tuple[Any, dict[str, Any]]]):

@@ -17,11 +17,12 @@ def test_arm_specs():
             parse_arm(bad)
 
 
-def _row(alpha, ppl, layers=10, steps=100, mode="reply", bridge="none"):
+def _row(alpha, ppl, layers=10, steps=100, mode="reply", bridge="none", bridge_layers="gaps"):
     return {"overrides": [f"distill.alpha={alpha}"], "shared_overrides": [], "wall_s": 1.0,
             "student": {"keep_layers": None, "num_hidden_layers": layers, "hidden_size": 576,
                         "intermediate_size": 1536, "num_attention_heads": None, "num_key_value_heads": None,
-                        "layer_selection": "angular", "width_selection": None, "bridge": bridge},
+                        "layer_selection": "angular", "width_selection": None, "bridge": bridge,
+                        "bridge_layers": bridge_layers},
             "objective": {"alpha": alpha}, "steps": steps, "train_samples": mode, "label_tokens_seen": 1,
             "tokens_seen": 1, "student_num_parameters": 60e6, "teacher_num_parameters": 130e6, "params_ratio": 0.46,
             "teacher_val_ppl": 35.8, "student_start_val_ppl": 1e4, "student_val_ppl": ppl,
@@ -32,13 +33,15 @@ def _row(alpha, ppl, layers=10, steps=100, mode="reply", bridge="none"):
 def test_kd_is_compared_with_the_ce_only_arm_of_the_same_shape_steps_and_data():
     results = {"kd": _row(0.5, 80.0), "kd20": _row(0.5, 50.0, layers=20), "ce": _row(0.0, 100.0),
                "kd_long": _row(0.5, 60.0, steps=200), "kd_sessions": _row(0.5, 70.0, mode="session"),
-               "kd_bridged": _row(0.5, 65.0, bridge="linear")}
+               "kd_bridged": _row(0.5, 65.0, bridge="linear"),
+               "kd_bridged_all": _row(0.5, 60.0, bridge="linear", bridge_layers="all")}
     c = kd_vs_ce(results)
     assert [(x["kd"], x["ce_only"]) for x in c] == [("kd", "ce")]
     assert c[0]["kd_lower_by"] == pytest.approx(0.2) and c[0]["met"]
     md = markdown(results, c, "python distill/bench.py")
     assert "KD vs CE-only: kd val ppl 80.00 vs ce 100.00: KD 20.0% lower (goal >= 10%: met)" in md
     assert "| kd_bridged | distill.alpha=0.5 | 10 | 576/1536/-/- | angular, linear bridges |" in md
+    assert "| kd_bridged_all | distill.alpha=0.5 | 10 | 576/1536/-/- | angular, linear bridges on all layers |" in md
     assert sum(line.startswith("|") for line in md.splitlines()) == 2 + len(results)  # header, separator, arms
     assert "no CE-only arm" in markdown({"kd": _row(0.5, 80.0)}, [], "cmd")
 

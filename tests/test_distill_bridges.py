@@ -60,9 +60,9 @@ def test_bridges_bring_the_residual_stream_to_the_teachers():
     untouched = {k: v.clone() for k, v in student.state_dict().items()}
     info = fit_bridges(teacher, student, KEEP, _batches(), ridge=1e-3)
     after = _weighted_residual_error(teacher, student)
-    assert [g["teacher_layers_replaced"] for g in info["gaps"]] == [[1, 2], [4]]
+    assert [g["teacher_layers_replaced"] for g in info["fits"]] == [[1, 2], [4]]
     assert info["tokens"] == 8 * 24 - 9 - 14  # padding never counts
-    for g in info["gaps"]:
+    for g in info["fits"]:
         assert g["fit_error_after"] < g["fit_error_before"]
     assert after[0] < 0.8 * before[0] and after[1] < before[1], (before, after)
     changed = {k for k, v in student.state_dict().items() if not torch.equal(v, untouched[k])}
@@ -114,7 +114,7 @@ def test_width_pruned_students_match_the_kept_hidden_channels():
     width = type(width)(hidden=sorted(hidden), mlp=width.mlp, heads=width.heads, kv_heads=width.kv_heads)
     student = build_student(teacher, scfg, layers=KEEP, width=width)[0].eval()
     info = fit_bridges(teacher, student, KEEP, _batches(), ridge=1e-3, hidden_channels=sorted(hidden))
-    assert all(g["fit_error_after"] < g["fit_error_before"] for g in info["gaps"])
+    assert all(g["fit_error_after"] < g["fit_error_before"] for g in info["fits"])
     assert student.model.layers[0].mlp.down_proj.weight.shape == (20, 48)
 
 
@@ -153,7 +153,7 @@ def test_bfloat16_forwards_fit_nearly_the_same_bridges():
     (f32, s32), (b16, s16) = fits[torch.float32], fits[torch.bfloat16]
     assert (f32["dtype"], b16["dtype"]) == ("float32", "bfloat16")
     assert all(p.dtype == torch.float32 for p in s16.parameters())  # weights stay fp32
-    for a, b in zip(f32["gaps"], b16["gaps"], strict=True):
+    for a, b in zip(f32["fits"], b16["fits"], strict=True):
         assert b["fit_error_after"] < b["fit_error_before"]
         assert b["fit_error_after"] == pytest.approx(a["fit_error_after"], abs=0.02), (a, b)
     w32 = s32.model.layers[0].mlp.down_proj.weight.detach()
@@ -167,7 +167,8 @@ def _final_hidden_error(teacher, student) -> float:
     err = 0.0
     for ids, mask in _batches():
         seen = []
-        hooks = [m.model.norm.register_forward_pre_hook(lambda mod, a: seen.append(a[0])) for m in (teacher, student)]
+        hooks = [m.model.norm.register_forward_pre_hook(lambda mod, a, seen=seen: seen.append(a[0]))
+                 for m in (teacher, student)]
         teacher(input_ids=ids, attention_mask=mask)
         student(input_ids=ids, attention_mask=mask)
         for h in hooks:
@@ -185,10 +186,10 @@ def test_all_layers_refits_every_kept_layer_in_order():
     gaps_only, every = _student(teacher), _student(teacher)
     info_gaps = fit_bridges(teacher, gaps_only, KEEP, _batches(), ridge=1e-3)
     info_all = fit_bridges(teacher, every, KEEP, _batches(), ridge=1e-3, layers="all")
-    assert info_all["layers"] == "all" and [g["student_layer"] for g in info_all["gaps"]] == [0, 1, 2]
-    assert info_all["gaps"][:2] == info_gaps["gaps"]
-    assert info_all["gaps"][2]["teacher_layers_replaced"] == []  # the teacher's last layer is kept
-    assert info_all["gaps"][2]["fit_error_after"] < info_all["gaps"][2]["fit_error_before"]
+    assert info_all["layers"] == "all" and [g["student_layer"] for g in info_all["fits"]] == [0, 1, 2]
+    assert info_all["fits"][:2] == info_gaps["fits"]
+    assert info_all["fits"][2]["teacher_layers_replaced"] == []  # the teacher's last layer is kept
+    assert info_all["fits"][2]["fit_error_after"] < info_all["fits"][2]["fit_error_before"]
     for name in ("model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"):
         assert torch.equal(every.state_dict()[name], gaps_only.state_dict()[name])
     assert not torch.equal(every.model.layers[2].mlp.down_proj.weight, gaps_only.model.layers[2].mlp.down_proj.weight)

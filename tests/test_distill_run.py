@@ -135,9 +135,9 @@ def test_measured_selections_on_two_ranks(tiny_teacher, tmp_path):
     d = read_manifest(tmp_path / "student", kind="model")["distillation"]
     bridge, bridge1 = d["student"]["bridge"], read_manifest(tmp_path / "student1")["distillation"]["student"]["bridge"]
     assert bridge["samples"] == 64 and bridge["tokens"] == bridge1["tokens"] > 0
-    assert bridge["gaps"] and all(g["fit_error_after"] < g["fit_error_before"] for g in bridge["gaps"])
-    assert [g["fit_error_after"] for g in bridge["gaps"]] == pytest.approx(
-        [g["fit_error_after"] for g in bridge1["gaps"]], abs=2e-4)
+    assert bridge["fits"] and all(g["fit_error_after"] < g["fit_error_before"] for g in bridge["fits"])
+    assert [g["fit_error_after"] for g in bridge["fits"]] == pytest.approx(
+        [g["fit_error_after"] for g in bridge1["fits"]], abs=2e-4)
     assert d["student"]["layer_selection"]["method"] == "influence" and len(d["student"]["keep_layers"]) == 2
     assert d["student"]["keep_layers"][-1] == 3  # the last layer is kept
     assert d["student"]["width_selection"]["method"] == "importance"
