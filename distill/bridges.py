@@ -22,7 +22,8 @@ Rules:
   teacher's hidden state after its own teacher layer (the last one: the teacher's final hidden state, before the
   final norm), so the layers after a gap also absorb what the bridge could not fit. Measured (16 influence layers
   of the demo teacher, 512 samples, bf16, one process): untrained val ppl 78.06 vs 79.58 for the gaps alone, in
-  173.8 s vs 97.5 s.
+  173.8 s vs 97.5 s (before a fitted layer's output was computed from its kept activations; 1,024 samples on all
+  layers now: 66.30 in 306.3 s).
 - A gap before the first kept layer (nothing to fold into) is left as it is; so is, with ``gaps``, a gap after the
   last kept layer. A student whose layers are not Llama-style (pre-norm attention and MLP added straight to the
   residual: Llama, Qwen2, SmolLM2) is refused with a ConfigError.
@@ -218,7 +219,8 @@ def fit_bridges(teacher: torch.nn.Module, student: torch.nn.Module, keep: list[i
             s_stream.step()
             continue
         # target: the teacher's stream entering the next kept layer; after the last, the final norm's input
-        t_stream.advance_to(keep[s + 1] if s + 1 < len(keep) else teacher.config.num_hidden_layers)
+        target = keep[s + 1] if s + 1 < len(keep) else teacher.config.num_hidden_layers
+        t_stream.advance_to(target)
         proj = student.model.layers[s].mlp.down_proj
         W0 = proj.weight.double()
         G, B, rr, kept = _layer_statistics(s_stream, t_stream, hidden_channels)
@@ -232,8 +234,7 @@ def fit_bridges(teacher: torch.nn.Module, student: torch.nn.Module, keep: list[i
         # student's own stream
         s_stream.move_past([resid + proj(act.to(proj.weight.dtype)) for resid, act in kept])
         del kept
-        report.append({"student_layer": s, "teacher_layers_replaced": list(range(keep[s] + 1, keep[s + 1]))
-                       if s + 1 < len(keep) else list(range(keep[s] + 1, teacher.config.num_hidden_layers)),
+        report.append({"student_layer": s, "teacher_layers_replaced": list(range(keep[s] + 1, target)),
                        "fit_error_before": round(before, 4), "fit_error_after": round(after, 4)})
     tokens = torch.tensor(float(sum(int(m.sum()) for _, m in batches)), dtype=torch.float64,
                           device=next(student.parameters()).device)
